@@ -1,0 +1,92 @@
+"""Frozen model configuration."""
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig
+from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
+
+
+@strict
+class FrozenConfig(PreTrainedConfig):
+    r"""
+    Configuration of a [`FrozenForConditionalGeneration`]: a trainable vision encoder whose pooled output is mapped
+    to `visual_prefix_length` embeddings that a frozen causal language model reads like token embeddings
+    (Tsimpoukelli et al., "Multimodal Few-Shot Learning with Frozen Language Models", NeurIPS 2021).
+
+    Args:
+        vision_config (`dict` or `PreTrainedConfig`, *optional*):
+            Config of any transformers vision backbone whose output has a pooled vector (ResNet, ConvNeXt, ViT,
+            CLIPVision, SigLIP, Dinov2, TimmWrapper, ...). Defaults to a ResNet.
+        text_config (`dict` or `PreTrainedConfig`, *optional*):
+            Config of any causal language model. Defaults to Llama.
+        visual_prefix_length (`int`, *optional*, defaults to 2):
+            Number `n` of prefix embeddings per image (the paper tried 1, 2 and 4; 2 was best).
+        image_token_id (`int`, *optional*, defaults to 49152):
+            Id of the image placeholder token. It needs no row in the LM's embedding matrix: placeholder positions are
+            overwritten by the visual prefix before the LM sees them.
+        vision_feature_dim (`int`, *optional*):
+            Width of the backbone's pooled feature vector. Inferred from `vision_config` when left unset.
+        freeze_language_model (`bool`, *optional*, defaults to `True`):
+            Keep every language model parameter frozen (no gradients, eval mode) after `__init__` and after
+            `from_pretrained`.
+        language_model_name_or_path (`str`, *optional*):
+            Where the language model came from (Hub id or folder), recorded for model cards and verification.
+        language_model_revision (`str`, *optional*):
+            The Hub revision (commit) of `language_model_name_or_path`, when known.
+        tie_word_embeddings (`bool`, *optional*, defaults to `False`):
+            Forwarded from `text_config` so that weight tying, which reads the top-level config, ties the LM head.
+
+    Example:
+
+    ```python
+    >>> from transformers import ConvNextConfig, LlamaConfig
+    >>> from frozen_hf import FrozenConfig, FrozenForConditionalGeneration
+
+    >>> config = FrozenConfig(vision_config=ConvNextConfig(), text_config=LlamaConfig(), visual_prefix_length=2)
+    >>> model = FrozenForConditionalGeneration(config)
+    ```"""
+
+    model_type = "frozen"
+    sub_configs_defaults = {
+        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="resnet"),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+    }
+
+    vision_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    visual_prefix_length: int = 2
+    image_token_id: int = 49152
+    vision_feature_dim: int | None = None
+    freeze_language_model: bool = True
+    language_model_name_or_path: str | None = None
+    language_model_revision: str | None = None
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.visual_prefix_length < 1:
+            raise ValueError(
+                f"visual_prefix_length must be >= 1 (the number of embeddings per image), got {self.visual_prefix_length}."
+            )
+        if self.vision_feature_dim is None:
+            self.vision_feature_dim = infer_vision_feature_dim(self.vision_config)
+        # Weight tying reads the top-level config only.
+        if not self.tie_word_embeddings and getattr(self.text_config, "tie_word_embeddings", False):
+            self.tie_word_embeddings = True
+
+
+def infer_vision_feature_dim(vision_config: PreTrainedConfig) -> int | None:
+    """Width of the pooled vector a transformers vision backbone returns, read from its config.
+
+    Returns `None` where the config does not say (timm backbones): the model then reads it off the built backbone.
+    """
+    hidden_sizes = getattr(vision_config, "hidden_sizes", None)
+    if hidden_sizes:
+        return int(hidden_sizes[-1])
+    for name in ("hidden_size", "hidden_dim", "embed_dim", "num_features"):
+        value = getattr(vision_config, name, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+__all__ = ["FrozenConfig"]

@@ -1,0 +1,467 @@
+"""PyTorch Frozen model: a trainable vision encoder that speaks to a frozen causal language model."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, GenerationMixin, PreTrainedModel
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
+    MultimodalBaseModelOutputWithPast,
+    MultimodalCausalLMOutputWithPast,
+)
+from transformers.modeling_utils import slice_logits_to_keep
+from transformers.utils import logging
+
+from .configuration_frozen import FrozenConfig
+
+
+logger = logging.get_logger(__name__)
+
+IMAGE_TOKEN = "<image>"
+
+
+@dataclass
+class FrozenModelOutputWithPast(MultimodalBaseModelOutputWithPast):
+    """Output of [`FrozenModel`]: the language model's output plus `image_outputs` (the visual prefixes)."""
+
+
+@dataclass
+class FrozenCausalLMOutputWithPast(MultimodalCausalLMOutputWithPast):
+    """Output of [`FrozenForConditionalGeneration`]: loss, logits, cache and `image_outputs`."""
+
+
+class FrozenVisualPrefix(nn.Module):
+    """Maps a pooled image feature of width `d_vision` to `n` embeddings of the language model's width `D`.
+
+    This is the paper's single linear map to `D * n` channels, reshaped into `n` prefix embeddings.
+    """
+
+    def __init__(self, vision_feature_dim: int, hidden_size: int, visual_prefix_length: int):
+        super().__init__()
+        self.visual_prefix_length = visual_prefix_length
+        self.hidden_size = hidden_size
+        self.linear = nn.Linear(vision_feature_dim, visual_prefix_length * hidden_size)
+
+    def forward(self, pooled_features: torch.Tensor) -> torch.Tensor:
+        """`(num_images, d_vision)` -> `(num_images, n, D)`."""
+        prefix = self.linear(pooled_features)
+        return prefix.view(pooled_features.shape[0], self.visual_prefix_length, self.hidden_size)
+
+
+def pool_vision_output(vision_outputs) -> torch.Tensor:
+    """The backbone's pooled vector per image, `(num_images, d_vision)`, whatever the backbone family returns.
+
+    ResNet pools to `(B, C, 1, 1)`, ConvNeXt/ViT/CLIP/Dinov2/timm to `(B, C)`; backbones without a pooler are
+    mean-pooled over space (`(B, C, H, W)`) or tokens (`(B, L, C)`).
+    """
+    pooled = getattr(vision_outputs, "pooler_output", None)
+    if pooled is None:
+        hidden = vision_outputs.last_hidden_state
+        pooled = hidden.mean(dim=(2, 3)) if hidden.ndim == 4 else hidden.mean(dim=1)
+    return pooled.flatten(1)
+
+
+class FrozenPreTrainedModel(PreTrainedModel):
+    """Base class holding the Frozen family's transformers settings, weight init and language-model freezing."""
+
+    config: FrozenConfig
+    config_class = FrozenConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _skip_keys_device_placement = ["cache"]
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """Loads like any transformers model, then re-freezes the language model.
+
+        Loading re-creates parameters with `requires_grad=True`, which would silently undo the freezing done in
+        `__init__`.
+        """
+        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        if model.config.freeze_language_model:
+            model.freeze_language_model()
+        return model
+
+    def _language_model_modules(self) -> list[nn.Module]:
+        base = self.model if isinstance(self, FrozenForConditionalGeneration) else self
+        modules = [base.language_model]
+        if isinstance(self, FrozenForConditionalGeneration):
+            modules.append(self.lm_head)
+        return modules
+
+    def freeze_language_model(self) -> None:
+        """Turns off gradients for every language model parameter (embeddings and head included) and puts the
+        language model in eval mode, so that dropout cannot make a frozen LM stochastic during training."""
+        for module in self._language_model_modules():
+            module.requires_grad_(False)
+            module.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.config.freeze_language_model:
+            for module in self._language_model_modules():
+                module.eval()
+        return self
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
+        """Saves like any transformers model. With remote code enabled (`register_for_auto_class`), the saved
+        `auto_map` names `AutoModel` too, which transformers' single `_auto_class` per class cannot express."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if self._auto_class is not None and getattr(self.config, "auto_map", None):
+            auto_map = dict(self.config.auto_map)
+            auto_map.setdefault("AutoModel", "modeling_frozen.FrozenModel")
+            auto_map.setdefault("AutoModelForImageTextToText", "modeling_frozen.FrozenForConditionalGeneration")
+            if auto_map != self.config.auto_map:
+                self.config.auto_map = auto_map
+                self.config.save_pretrained(save_directory)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # Only the projection is ours; the backbone and the LM initialise themselves (or are loaded).
+        if isinstance(module, FrozenVisualPrefix):
+            std = getattr(self.config.text_config, "initializer_range", 0.02)
+            nn.init.normal_(module.linear.weight, mean=0.0, std=std)
+            nn.init.zeros_(module.linear.bias)
+        else:
+            super()._init_weights(module)
+
+
+class FrozenModel(FrozenPreTrainedModel):
+    """Vision backbone + visual prefix projection + the language model's base (no LM head).
+
+    Each image becomes `config.visual_prefix_length` embeddings that replace the placeholder tokens of that image in
+    `input_ids`; the language model then reads the sequence as if those were token embeddings.
+    """
+
+    def __init__(self, config: FrozenConfig):
+        super().__init__(config)
+        self.vision_model = AutoModel.from_config(config.vision_config)
+        vision_feature_dim = config.vision_feature_dim or _read_vision_feature_dim(self.vision_model)
+        config.vision_feature_dim = vision_feature_dim
+        self.visual_prefix = FrozenVisualPrefix(
+            vision_feature_dim, config.text_config.hidden_size, config.visual_prefix_length
+        )
+        self.language_model = AutoModel.from_config(config.text_config)
+        self.post_init()
+        if config.freeze_language_model:
+            self.freeze_language_model()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
+        """Encodes images into visual prefixes.
+
+        Args:
+            pixel_values (`torch.Tensor` of shape `(num_images, channels, height, width)`):
+                All images of the batch, flat, in the order of their placeholders.
+
+        Returns:
+            `BaseModelOutputWithPooling` whose `pooler_output` is `(num_images, visual_prefix_length, hidden_size)`.
+        """
+        self._check_pixel_values(pixel_values)
+        vision_outputs = self.vision_model(pixel_values=pixel_values, return_dict=True)
+        pooled = pool_vision_output(vision_outputs)
+        prefix = self.visual_prefix(pooled.to(self.visual_prefix.linear.weight.dtype))
+        return BaseModelOutputWithPooling(last_hidden_state=prefix, pooler_output=prefix)
+
+    def _check_pixel_values(self, pixel_values: torch.Tensor) -> None:
+        if not isinstance(pixel_values, torch.Tensor):
+            raise ValueError(
+                f"pixel_values must be a torch.Tensor of shape (num_images, channels, height, width), got "
+                f"{type(pixel_values).__name__}. Build it with FrozenProcessor(..., return_tensors='pt')."
+            )
+        channels = getattr(self.config.vision_config, "num_channels", 3)
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != channels:
+            raise ValueError(
+                f"pixel_values must have shape (num_images, {channels}, height, width), got "
+                f"{tuple(pixel_values.shape)}. Pass all images of the batch flat (one row per <image>), "
+                "as FrozenProcessor returns them."
+            )
+
+    def get_placeholder_mask(self, input_ids: torch.LongTensor, num_images: int) -> torch.BoolTensor:
+        """Boolean mask of the image placeholder positions in `input_ids`, checked against the number of images."""
+        mask = input_ids == self.config.image_token_id
+        num_placeholders = int(mask.sum())
+        n = self.config.visual_prefix_length
+        if num_placeholders != num_images * n:
+            raise ValueError(
+                f"Found {num_placeholders} image placeholder tokens for {num_images} images, but each image needs "
+                f"visual_prefix_length={n} placeholders ({num_images * n} in all). Either the number of images "
+                "differs from the number of <image> markers, or the processor's visual_prefix_length differs from "
+                "the model config's: build both with the same value (FrozenProcessor.from_pretrained on the model's "
+                "folder does)."
+            )
+        return mask
+
+    def embed_tokens(self, input_ids: torch.LongTensor) -> torch.Tensor:
+        """Token embeddings with placeholder positions looked up as token 0: the placeholder id may lie outside the
+        frozen vocabulary, and those rows are overwritten by the visual prefix anyway."""
+        safe_ids = input_ids.masked_fill(input_ids == self.config.image_token_id, 0)
+        return self.get_input_embeddings()(safe_ids)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
+        **kwargs,
+    ) -> FrozenModelOutputWithPast:
+        r"""
+        Args:
+            input_ids: token ids where each image is a run of `visual_prefix_length` placeholder tokens.
+            pixel_values: `(num_images, C, H, W)`, all images of the batch in placeholder order.
+            mm_encoder_outputs: `{"image": get_image_features(...)}` computed once, e.g. by `generate()`.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        if pixel_values is not None and mm_encoder_outputs:
+            raise ValueError("Pass either pixel_values or mm_encoder_outputs, not both.")
+
+        mm_encoder_outputs = dict(mm_encoder_outputs) if mm_encoder_outputs else {}
+        if mm_encoder_outputs.get("image") is None and pixel_values is not None:
+            mm_encoder_outputs["image"] = self.get_image_features(pixel_values=pixel_values)
+        image_outputs = mm_encoder_outputs.get("image")
+
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        if image_outputs is not None:
+            if input_ids is None:
+                raise ValueError(
+                    "Images need input_ids to locate their placeholders: pass input_ids instead of inputs_embeds."
+                )
+            prefix = image_outputs.pooler_output
+            if isinstance(prefix, (list, tuple)):
+                prefix = torch.stack(list(prefix))
+            mask = self.get_placeholder_mask(input_ids, num_images=prefix.shape[0])
+            prefix = prefix.reshape(-1, prefix.shape[-1]).to(inputs_embeds.device, inputs_embeds.dtype)
+            inputs_embeds = inputs_embeds.masked_scatter(mask.unsqueeze(-1), prefix)
+        elif input_ids is not None and bool((input_ids == self.config.image_token_id).any()):
+            raise ValueError(
+                "input_ids hold image placeholder tokens but no pixel_values were given: pass the images too."
+            )
+
+        outputs = self.language_model(
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            **kwargs,
+        )
+        return FrozenModelOutputWithPast(
+            last_hidden_state=outputs.last_hidden_state,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_outputs=image_outputs,
+        )
+
+
+class FrozenForConditionalGeneration(FrozenPreTrainedModel, GenerationMixin):
+    """[`FrozenModel`] with the language model's head: captioning loss, few-shot prompting and `generate()`.
+
+    Example:
+
+    ```python
+    >>> from frozen_hf import FrozenForConditionalGeneration, FrozenProcessor, default_language_model_path
+    >>> lm = default_language_model_path()
+    >>> model = FrozenForConditionalGeneration.from_language_model(lm)
+    >>> processor = FrozenProcessor.from_language_model(lm)
+    >>> batch = processor(text=["<image> This is a dax.\\n<image> This is a"], images=[[img1, img2]],
+    ...                   return_tensors="pt")
+    >>> ids = model.generate(**batch, max_new_tokens=5)
+    ```
+    """
+
+    def __init__(self, config: FrozenConfig):
+        super().__init__(config)
+        self.model = FrozenModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        # Tie to wherever this LM family keeps its embeddings (`embed_tokens` for Llama, `wte` for GPT-2, ...).
+        embedding_name = _module_name(self.model.language_model, self.model.language_model.get_input_embeddings())
+        self._tied_weights_keys = {"lm_head.weight": f"model.language_model.{embedding_name}.weight"}
+        self.post_init()
+        if config.freeze_language_model:
+            self.freeze_language_model()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.lm_head = value
+
+    @property
+    def language_model(self) -> nn.Module:
+        return self.model.language_model
+
+    @property
+    def vision_model(self) -> nn.Module:
+        return self.model.vision_model
+
+    def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
+        """See [`FrozenModel.get_image_features`]."""
+        return self.model.get_image_features(pixel_values=pixel_values, **kwargs)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
+        **kwargs,
+    ) -> FrozenCausalLMOutputWithPast:
+        r"""
+        Args:
+            labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                Next-token targets, *not* shifted: `input_ids` with `-100` at placeholders and padding
+                (`FrozenProcessor.create_labels` builds them). The loss is the mean NLL of the caption tokens.
+            logits_to_keep: compute logits for the last `logits_to_keep` positions only (0 = all).
+        """
+        outputs = self.model(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            mm_encoder_outputs=mm_encoder_outputs,
+            **{k: v for k, v in kwargs.items() if k != "num_items_in_batch"},
+        )
+        hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
+        logits = self.lm_head(hidden_states)
+
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+            )
+        return FrozenCausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_outputs=outputs.image_outputs,
+        )
+
+    @classmethod
+    def from_language_model(
+        cls,
+        language_model_name_or_path: str | os.PathLike,
+        vision_config: dict | object | None = None,
+        visual_prefix_length: int = 2,
+        image_token_id: int | None = None,
+        revision: str | None = None,
+        **kwargs,
+    ) -> "FrozenForConditionalGeneration":
+        """Builds a Frozen model around a pretrained causal LM (Hub id or local folder) with a fresh vision encoder.
+
+        The language model's weights are used exactly as loaded and frozen. Extra `kwargs` (`dtype`,
+        `attn_implementation`, `trust_remote_code`, `token`, ...) go to `AutoModelForCausalLM.from_pretrained`.
+
+        Args:
+            language_model_name_or_path: Hub id or folder of any `AutoModelForCausalLM` checkpoint.
+            vision_config: config (or dict with `model_type`) of the vision backbone, trained from scratch.
+                Defaults to a small ConvNeXt.
+            visual_prefix_length: number of prefix embeddings per image.
+            image_token_id: placeholder id; by default the id the LM's tokenizer gives `<image>` once
+                [`FrozenProcessor.from_language_model`] adds it.
+            revision: Hub revision of the language model.
+        """
+        from transformers import AutoConfig, PreTrainedConfig
+
+        language_model = AutoModelForCausalLM.from_pretrained(language_model_name_or_path, revision=revision, **kwargs)
+        if image_token_id is None:
+            tokenizer = AutoTokenizer.from_pretrained(language_model_name_or_path, revision=revision)
+            image_token_id = placeholder_token_id(tokenizer)
+        if vision_config is None:
+            vision_config = default_vision_config()
+        elif isinstance(vision_config, dict):
+            vision_config = dict(vision_config)
+            vision_config = AutoConfig.for_model(vision_config.pop("model_type"), **vision_config)
+        if not isinstance(vision_config, PreTrainedConfig):
+            raise ValueError(f"vision_config must be a transformers config or a dict, got {type(vision_config)}.")
+        config = cls.config_class(
+            vision_config=vision_config,
+            text_config=language_model.config,
+            visual_prefix_length=visual_prefix_length,
+            image_token_id=image_token_id,
+            language_model_name_or_path=str(language_model_name_or_path),
+            language_model_revision=revision or getattr(language_model.config, "_commit_hash", None),
+        )
+        # Build the LM skeleton on the meta device: its weights are about to be replaced by the pretrained ones.
+        with torch.device("meta"):
+            model = cls(config)
+        model.model.language_model = language_model.base_model
+        model.lm_head = language_model.get_output_embeddings()
+        model.model.vision_model = AutoModel.from_config(config.vision_config)
+        model.model.visual_prefix = FrozenVisualPrefix(
+            config.vision_feature_dim, config.text_config.hidden_size, config.visual_prefix_length
+        )
+        model._init_weights(model.model.visual_prefix)
+        model.model.visual_prefix.to(language_model.dtype)
+        model.tie_weights()
+        model.generation_config = language_model.generation_config
+        model.freeze_language_model()
+        return model
+
+
+def default_vision_config():
+    """The default vision encoder, trained from scratch: a small ConvNeXt (LayerNorm, no BatchNorm), sized for CPU."""
+    from transformers import ConvNextConfig
+
+    return ConvNextConfig(num_channels=3, hidden_sizes=[48, 96, 192, 384], depths=[1, 1, 3, 1], image_size=64)
+
+
+def placeholder_token_id(tokenizer) -> int:
+    """The id `<image>` has in `tokenizer`, or the id it gets when added as a new special token."""
+    vocab = tokenizer.get_vocab()
+    return vocab[IMAGE_TOKEN] if IMAGE_TOKEN in vocab else len(tokenizer)
+
+
+def _module_name(root: nn.Module, target: nn.Module) -> str:
+    for name, module in root.named_modules():
+        if module is target:
+            return name
+    raise ValueError("The language model's input embeddings are not one of its submodules.")
+
+
+def _read_vision_feature_dim(vision_model: nn.Module) -> int:
+    for owner in (vision_model, getattr(vision_model, "timm_model", None)):
+        value = getattr(owner, "num_features", None)
+        if isinstance(value, int):
+            return value
+    raise ValueError(
+        "Cannot tell the width of this vision backbone's pooled output: set FrozenConfig(vision_feature_dim=...)."
+    )
+
+
+__all__ = ["FrozenForConditionalGeneration", "FrozenModel", "FrozenPreTrainedModel", "FrozenVisualPrefix"]
