@@ -1,0 +1,303 @@
+"""The Frozen model family: freezing, loss, generation equivalences, save/reload, backbones, attention, errors."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch.nn import functional as F
+from transformers import Trainer, TrainingArguments
+
+from frozen_hf import FrozenConfig, FrozenForConditionalGeneration, FrozenModel
+from tests.tiny import random_images, tiny_config, tiny_model, tiny_processor
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return tiny_processor()
+
+
+@pytest.fixture(scope="module")
+def model(processor):
+    return tiny_model(processor)
+
+
+def few_shot_batch(processor, padding_side: str = "left"):
+    images = random_images(3)
+    processor.tokenizer.padding_side = padding_side
+    try:
+        return processor(
+            text=["<image> this is a dax . <image> this is a", "<image> a red"],
+            images=[images[:2], images[2:]],
+            return_tensors="pt",
+            padding=True,
+        )
+    finally:
+        processor.tokenizer.padding_side = "left"
+
+
+def language_model_state(model) -> dict[str, torch.Tensor]:
+    return {
+        name: tensor.detach().clone()
+        for name, tensor in model.state_dict().items()
+        if name.startswith(("model.language_model.", "lm_head."))
+    }
+
+
+def test_language_model_frozen_after_init_and_from_pretrained(model, tmp_path):
+    def trainable(m):
+        return {name for name, p in m.named_parameters() if p.requires_grad}
+
+    assert trainable(model) and all(name.startswith(("model.vision_model.", "model.visual_prefix.")) for name in trainable(model))
+    model.save_pretrained(tmp_path)
+    reloaded = FrozenForConditionalGeneration.from_pretrained(tmp_path)
+    assert trainable(reloaded) == trainable(model)
+    assert not any(p.requires_grad for p in reloaded.lm_head.parameters())
+    base = FrozenModel.from_pretrained(tmp_path)
+    assert not any(p.requires_grad for p in base.language_model.parameters())
+
+
+def test_language_model_stays_in_eval_mode_while_training(processor):
+    model = tiny_model(processor, text="gpt2")  # GPT-2 has dropout: a training-mode LM would not be frozen
+    model.train()
+    assert model.model.vision_model.training
+    assert not model.model.language_model.training
+    batch = few_shot_batch(processor)
+    with torch.no_grad():
+        assert torch.equal(model(**batch).logits, model(**batch).logits)
+
+
+def test_trainer_steps_change_only_vision_and_projection(processor, tmp_path):
+    model = tiny_model(processor)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    lm_before = language_model_state(model)
+    images = random_images(8, seed=1)
+    rows = [{"text": "<image> a red circle on the left .", "image": image} for image in images]
+
+    def collate(samples):
+        batch = processor(text=[s["text"] for s in samples], images=[[s["image"]] for s in samples],
+                          return_tensors="pt", padding=True)
+        batch["labels"] = processor.create_labels(batch["input_ids"], batch["attention_mask"])
+        return batch
+
+    args = TrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=4, learning_rate=1e-2,
+        report_to=[], remove_unused_columns=False, save_strategy="no", logging_steps=1, use_cpu=True,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collate)
+    trainer.train()
+    after = dict(model.named_parameters())
+    changed = {name for name in before if not torch.equal(before[name], after[name].detach())}
+    assert changed and all(name.startswith(("model.vision_model.", "model.visual_prefix.")) for name in changed)
+    assert any(name.startswith("model.visual_prefix.") for name in changed)
+    for name, tensor in language_model_state(model).items():
+        assert torch.equal(tensor, lm_before[name]), name
+
+
+def test_loss_equals_hand_computation(processor, model):
+    batch = few_shot_batch(processor)
+    labels = processor.create_labels(batch["input_ids"], batch["attention_mask"])
+    loss = model(**batch, labels=labels).loss
+
+    input_ids = batch["input_ids"]
+    placeholder = input_ids == model.config.image_token_id
+    prefix = model.get_image_features(batch["pixel_values"]).pooler_output.reshape(-1, model.config.text_config.hidden_size)
+    token_embeddings = model.get_input_embeddings()(input_ids.masked_fill(placeholder, 0))
+    rows = []
+    next_prefix = 0
+    for sample in range(input_ids.shape[0]):
+        row = []
+        for position in range(input_ids.shape[1]):
+            if placeholder[sample, position]:
+                row.append(prefix[next_prefix])
+                next_prefix += 1
+            else:
+                row.append(token_embeddings[sample, position])
+        rows.append(torch.stack(row))
+    inputs_embeds = torch.stack(rows)
+    hidden = model.model.language_model(inputs_embeds=inputs_embeds, attention_mask=batch["attention_mask"]).last_hidden_state
+    logits = model.lm_head(hidden)
+    targets = input_ids.clone()
+    targets[placeholder | (batch["attention_mask"] == 0)] = -100
+    expected = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets[:, 1:].reshape(-1), ignore_index=-100)
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    assert torch.equal(labels, targets)
+
+
+def test_generate_with_cache_equals_without(processor, model):
+    batch = few_shot_batch(processor)
+    cached = model.generate(**batch, max_new_tokens=6, do_sample=False)
+    uncached = model.generate(**batch, max_new_tokens=6, do_sample=False, use_cache=False)
+    assert torch.equal(cached, uncached)
+
+
+def test_left_padded_batch_equals_each_sample_alone(processor, model):
+    images = random_images(3)
+    texts = ["<image> this is a dax . <image> this is a", "<image> a red"]
+    per_sample = [images[:2], images[2:]]
+    batch = processor(text=texts, images=per_sample, return_tensors="pt", padding=True)
+    batched = model.generate(**batch, max_new_tokens=5, do_sample=False)
+    width = batch["input_ids"].shape[1]
+    for index, (text, sample_images) in enumerate(zip(texts, per_sample)):
+        single = processor(text=[text], images=[sample_images], return_tensors="pt")
+        alone = model.generate(**single, max_new_tokens=5, do_sample=False)
+        assert torch.equal(batched[index, width:], alone[0, single["input_ids"].shape[1]:])
+
+
+def test_beams_with_different_image_counts_equal_each_sample_alone(processor, model):
+    images = random_images(3, seed=3)
+    texts = ["<image> this is a dax . <image> this is a", "<image> a red"]
+    per_sample = [images[:2], images[2:]]
+    batch = processor(text=texts, images=per_sample, return_tensors="pt", padding=True)
+    kwargs = dict(max_new_tokens=4, do_sample=False, num_beams=3, num_return_sequences=2)
+    batched = model.generate(**batch, **kwargs)
+    width = batch["input_ids"].shape[1]
+    for index, (text, sample_images) in enumerate(zip(texts, per_sample)):
+        single = processor(text=[text], images=[sample_images], return_tensors="pt")
+        alone = model.generate(**single, **kwargs)
+        assert torch.equal(batched[2 * index : 2 * index + 2, width:], alone[:, single["input_ids"].shape[1]:])
+
+
+def test_saved_and_reloaded_logits_identical(processor, model, tmp_path):
+    batch = few_shot_batch(processor)
+    model.save_pretrained(tmp_path)
+    reloaded = FrozenForConditionalGeneration.from_pretrained(tmp_path)
+    with torch.no_grad():
+        assert torch.equal(model(**batch).logits, reloaded(**batch).logits)
+
+
+@pytest.mark.parametrize("vision", ["resnet", "convnext", "vit", "clip"])
+@pytest.mark.parametrize("text", ["llama", "gpt2"])
+def test_backbones_forward_train_step_generate(processor, vision, text):
+    model = tiny_model(processor, vision=vision, text=text)
+    batch = few_shot_batch(processor)
+    labels = processor.create_labels(batch["input_ids"], batch["attention_mask"])
+    model.train()
+    loss = model(**batch, labels=labels).loss
+    loss.backward()
+    with_grad = {name for name, p in model.named_parameters() if p.grad is not None}
+    assert any(name.startswith("model.vision_model.") for name in with_grad)
+    assert all(name.startswith(("model.vision_model.", "model.visual_prefix.")) for name in with_grad)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    before = model.model.visual_prefix.linear.weight.detach().clone()
+    optimizer.step()
+    assert not torch.equal(before, model.model.visual_prefix.linear.weight)
+    model.eval()
+    generated = model.generate(**batch, max_new_tokens=3, do_sample=False)
+    assert generated.shape == (2, batch["input_ids"].shape[1] + 3)
+
+
+def test_timm_backbone_nf_resnet50(processor):
+    timm = pytest.importorskip("timm", reason="the optional timm extra is not installed")
+    from transformers import TimmWrapperConfig
+
+    config = FrozenConfig(
+        vision_config=TimmWrapperConfig(architecture="nf_resnet50", num_classes=0),
+        text_config=tiny_config(processor).text_config,
+        image_token_id=processor.image_token_id,
+    )
+    model = FrozenForConditionalGeneration(config).eval()
+    assert config.vision_feature_dim == timm.create_model("nf_resnet50", num_classes=0).num_features
+    batch = few_shot_batch(processor)
+    assert model(**batch).logits.shape[:2] == batch["input_ids"].shape
+
+
+def test_eager_and_sdpa_agree_on_non_pad_positions(processor, tmp_path):
+    model = tiny_model(processor)
+    model.save_pretrained(tmp_path)
+    batch = few_shot_batch(processor)
+    logits = {}
+    for implementation in ("eager", "sdpa"):
+        loaded = FrozenForConditionalGeneration.from_pretrained(tmp_path, attn_implementation={"text_config": implementation})
+        assert loaded.config.text_config._attn_implementation == implementation
+        with torch.no_grad():
+            logits[implementation] = loaded(**batch).logits
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(logits["eager"][real], logits["sdpa"][real], rtol=1e-4, atol=1e-5)
+
+
+def test_activation_checkpointing_gives_same_gradients(processor):
+    batch = few_shot_batch(processor)
+    labels = processor.create_labels(batch["input_ids"], batch["attention_mask"])
+    gradients = []
+    for checkpointing in (False, True):
+        model = tiny_model(processor, seed=7)
+        if checkpointing:
+            model.activation_checkpointing_enable()
+            assert model.model.language_model.gradient_checkpointing
+        model.train()
+        model(**batch, labels=labels).loss.backward()
+        gradients.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+    assert gradients[0].keys() == gradients[1].keys()
+    for name in gradients[0]:
+        torch.testing.assert_close(gradients[0][name], gradients[1][name])
+
+
+def test_bfloat16_forward_and_generate(processor):
+    model = tiny_model(processor).to(torch.bfloat16)
+    batch = few_shot_batch(processor)
+    batch["pixel_values"] = batch["pixel_values"].to(torch.bfloat16)
+    assert model(**batch).logits.dtype == torch.bfloat16
+    assert model.generate(**batch, max_new_tokens=2, do_sample=False).shape[1] == batch["input_ids"].shape[1] + 2
+
+
+def test_prefix_placed_exactly_at_placeholders(processor, model):
+    batch = few_shot_batch(processor)
+    captured = {}
+    hook = model.model.language_model.register_forward_pre_hook(
+        lambda module, args, kwargs: captured.update(embeds=kwargs["inputs_embeds"]), with_kwargs=True
+    )
+    try:
+        with torch.no_grad():
+            model(**batch)
+    finally:
+        hook.remove()
+    prefix = model.get_image_features(batch["pixel_values"]).pooler_output
+    mask = batch["input_ids"] == model.config.image_token_id
+    placed = captured["embeds"][mask].reshape(prefix.shape)
+    assert torch.equal(placed, prefix)
+
+
+# --- bad input ---------------------------------------------------------------------------------------------------
+
+
+def test_processor_and_config_prefix_lengths_disagree(processor, model):
+    other = tiny_processor(visual_prefix_length=4)
+    batch = other(text=["<image> a red"], images=random_images(1), return_tensors="pt")
+    with pytest.raises(ValueError, match="visual_prefix_length=2"):
+        model(**batch)
+
+
+def test_pixel_values_of_wrong_shape(processor, model):
+    batch = few_shot_batch(processor)
+    with pytest.raises(ValueError, match=r"pixel_values must have shape \(num_images, 3, height, width\)"):
+        model(input_ids=batch["input_ids"], pixel_values=batch["pixel_values"][:, 0])
+    with pytest.raises(ValueError, match="pixel_values must be a torch.Tensor"):
+        model(input_ids=batch["input_ids"], pixel_values=batch["pixel_values"].numpy())
+
+
+def test_placeholders_without_images(processor, model):
+    batch = few_shot_batch(processor)
+    with pytest.raises(ValueError, match="no pixel_values were given"):
+        model(input_ids=batch["input_ids"])
+
+
+def test_too_few_images_for_placeholders(processor, model):
+    batch = few_shot_batch(processor)
+    with pytest.raises(ValueError, match="Found 6 image placeholder tokens for 2 images"):
+        model(input_ids=batch["input_ids"], pixel_values=batch["pixel_values"][:2])
+
+
+def test_invalid_visual_prefix_length_in_config():
+    with pytest.raises(ValueError, match="visual_prefix_length must be >= 1"):
+        FrozenConfig(visual_prefix_length=0)
+
+
+def test_config_round_trip_keeps_sub_configs(processor, tmp_path):
+    config = tiny_config(processor, vision="convnext", text="gpt2", visual_prefix_length=4)
+    config.save_pretrained(tmp_path)
+    loaded = FrozenConfig.from_pretrained(tmp_path)
+    assert loaded.to_dict() == config.to_dict()
+    assert loaded.vision_config.model_type == "convnext" and loaded.text_config.model_type == "gpt2"
+    assert copy.deepcopy(loaded).visual_prefix_length == 4
