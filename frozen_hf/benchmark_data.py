@@ -30,7 +30,8 @@ Released by the paper's authors as ``<task>.tar.gz`` archives (DeepMind's
 * and one JSON file per setting, ``<task>_shots_<n>_ways_<m>_all_questions.json``: a list of
   dicts, one per question, with ``image_1``..``image_K`` (support image file names, relative to
   the folder), ``caption_1``..``caption_K`` (the text that goes with each support image),
-  ``question_image``, ``question``, ``answer`` and ``question_id``.
+  ``question_image``, ``question``, ``answer`` and ``question_id``. (Images are also found when
+  the JSON has been moved one level up, beside the ``<task>/`` image folder.)
 
 Certainty: the file names, the folder layout and the keys ``image_<i>``, ``caption_<i>``,
 ``question_image``, ``question``, ``answer`` and ``question_id`` are those of the release README
@@ -347,6 +348,19 @@ def _support_index(record: Dict[str, Any]) -> List[int]:
     return idx
 
 
+def _fewshot_image_base(task: str, folder: Path, records: Sequence[Dict[str, Any]]) -> Path:
+    # The images sit beside the JSON in the released archive; some users keep the JSON one level
+    # up from the image folder, so look there too before declaring images missing.
+    for rec in records:
+        name = rec.get("question_image") if isinstance(rec, dict) else None
+        if isinstance(name, str):
+            for base in (folder, folder / task):
+                if (base / name).is_file():
+                    return base
+            break
+    return folder
+
+
 def load_fewshot_benchmark(
     task: str,
     root: PathLike,
@@ -393,6 +407,7 @@ def load_fewshot_benchmark(
     if max_questions is not None:
         records = records[:max_questions]
 
+    image_base = _fewshot_image_base(task, folder, records)
     columns: Dict[str, List[Any]] = {k: [] for k in fewshot_features()}
     missing: List[str] = []
     skipped = 0
@@ -405,7 +420,7 @@ def load_fewshot_benchmark(
                 )
         idx = _support_index(rec)
         files = [rec[f"image_{i}"] for i in idx] + [rec["question_image"]]
-        paths = [folder / f for f in files]
+        paths = [image_base / f for f in files]
         absent = [f for f, p in zip(files, paths) if not p.is_file()]
         if absent:
             missing.extend(absent)
@@ -424,5 +439,5 @@ def load_fewshot_benchmark(
         answer = rec["answer"]
         columns["answer"].append(answer if isinstance(answer, str) else json.dumps(answer))
         columns["extra"].append(json.dumps(extra, sort_keys=True, default=str))
-    _resolve_missing(missing, skipped, len(records), missing_images, f"{task} questions", folder, fix)
+    _resolve_missing(missing, skipped, len(records), missing_images, f"{task} questions", image_base, fix)
     return datasets.Dataset.from_dict(columns, features=fewshot_features())

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import string
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Union
 
 if TYPE_CHECKING:  # pragma: no cover
     import evaluate

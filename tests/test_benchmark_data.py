@@ -225,3 +225,13 @@ def test_fewshot_bad_input(tmp_path: Path, caplog) -> None:
     path.write_text(json.dumps(records))
     with pytest.raises(ValueError, match="no 'answer' field"):
         load_fewshot_benchmark("real_name_mi", tmp_path, shots=1, ways=2)
+
+
+def test_fewshot_json_kept_beside_the_image_folder(tmp_path: Path) -> None:
+    # Some users move the JSON out of the extracted folder: root/<json> + root/<task>/<images>.
+    folder = make_fixtures.make_fewshot_fixture(tmp_path, "fast_vqa", 1, 2, n_questions=2)
+    name = fewshot_json_name("fast_vqa", 1, 2)
+    (folder / name).rename(tmp_path / name)
+    ds = load_fewshot_benchmark("fast_vqa", tmp_path, shots=1, ways=2)
+    assert ds.num_rows == 2
+    assert Path(_paths(ds, "question_image")[0]["path"]).parent == folder
