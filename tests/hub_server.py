@@ -83,7 +83,6 @@ KNOWN_PIPELINE_TAGS = frozenset(
 _REPO_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _MODEL_ID_RE = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]*/)?[A-Za-z0-9][A-Za-z0-9._-]*$")
 _YAML_BLOCK_RE = re.compile(r"^(\s*---(?:\r\n|\r|\n))([\S\s]*?)((?:\r\n|\r|\n)---[ \t]*(\r\n|\n|$))")
-_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _API_ACTIONS = frozenset({"revision", "tree", "preupload", "commit", "branch", "refs", "commits", "paths-info"})
 
 
@@ -705,7 +704,10 @@ class HubServer:
     def _preupload(self, req: _Request, repo_type: str, repo_id: str, revision: str) -> _Response:
         self._take_fault("preupload")
         repo = self._get_repo(req, repo_type, repo_id, write=True)
-        commit = repo.resolve(revision) if revision in repo.branches or _SHA_RE.match(revision) else repo.resolve(DEFAULT_BRANCH)
+        if revision not in repo.branches:
+            # Uploads target branches; the client creates missing ones itself (create_branch).
+            raise HubError(404, f"Invalid rev id: {revision}", code="RevisionNotFound")
+        commit = repo.resolve(revision)
         payload = req.json() or {}
         files = []
         for item in payload.get("files", []):
@@ -1078,7 +1080,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(resp.body)))
         self.send_header("X-Request-Id", secrets.token_hex(8))
         for key, value in resp.headers.items():
-            self.send_header(key, value)
+            # http.server writes headers as strict latin-1: keep messages about odd paths sendable.
+            safe = " ".join(str(value).split()).encode("latin-1", "replace").decode("latin-1")
+            self.send_header(key, safe)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(resp.body)
