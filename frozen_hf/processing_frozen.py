@@ -95,6 +95,8 @@ class FrozenProcessor(ProcessorMixin):
     def prepare_inputs_layout(self, images=None, text=None, videos=None, audio=None, **kwargs):
         if text is None and images is not None:
             text = ""
+        if images is not None:
+            _check_image_types(images)
         images, text, videos, audio = super().prepare_inputs_layout(
             images=images, text=text, videos=videos, audio=audio, **kwargs
         )
@@ -125,7 +127,6 @@ class FrozenProcessor(ProcessorMixin):
                 "(an image with text='' is captioned)."
             )
         if images is not None:
-            _check_image_types(images)
             per_sample = _images_per_sample(images, len(text))
             if per_sample is not None:
                 for index, (sample_text, sample_images) in enumerate(zip(text, per_sample)):
