@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 import zlib
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -56,6 +57,7 @@ __all__ = [
     "sample_scene",
     "render_scene",
     "scene_to_png",
+    "encode_png",
     "describe",
     "phrase_caption",
     "caption_is_correct",
@@ -207,6 +209,11 @@ def _rng(seed: int, *stream: int) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, *stream])
 
 
+def _pick(rng: np.random.Generator, options: Sequence[Any]) -> Any:
+    # rng.choice converts its argument to an array on every call, which dominates small draws.
+    return options[int(rng.integers(len(options)))]
+
+
 def sample_object(
     rng: np.random.Generator,
     shape: str | None = None,
@@ -221,23 +228,29 @@ def sample_object(
     Caption shapes barely rotate (a rotated square would look like a diamond); few-shot shapes
     rotate more so that their instances differ.
     """
-    shape = shape if shape is not None else str(rng.choice(list(shapes)))
-    colour = colour if colour is not None else str(rng.choice(list(colours or COLOURS)))
-    size = size if size is not None else str(rng.choice(list(SIZES)))
+    shape = shape if shape is not None else _pick(rng, tuple(shapes))
+    colour = colour if colour is not None else _pick(rng, tuple(colours or COLOURS))
+    size = size if size is not None else _pick(rng, tuple(SIZES))
     cx, cy = POSITIONS[position]
-    jitter = rng.uniform(-0.03, 0.03, size=2)
-    radius = SIZES[size] * rng.uniform(0.92, 1.08)
+    # One draw for all continuous jitter: dx, dy, radius scale, angle, r, g, b.
+    u = rng.random(7)
     max_angle = 0.14 if shape in CAPTION_SHAPES else 0.35
-    angle = float(rng.uniform(-max_angle, max_angle))
-    base = np.array(COLOURS[colour], dtype=np.int64)
-    rgb = tuple(int(v) for v in np.clip(base + rng.integers(-18, 19, size=3), 0, 255))
-    return ShapeObject(shape, colour, size, position, float(cx + jitter[0]), float(cy + jitter[1]), float(radius), angle, rgb)
+    base = COLOURS[colour]
+    rgb = tuple(min(max(base[k] + int(u[4 + k] * 37) - 18, 0), 255) for k in range(3))
+    return ShapeObject(
+        shape, colour, size, position,
+        x=cx + (u[0] - 0.5) * 0.06,
+        y=cy + (u[1] - 0.5) * 0.06,
+        radius=SIZES[size] * (0.92 + 0.16 * u[2]),
+        angle=(u[3] * 2 - 1) * max_angle,
+        rgb=rgb,
+    )
 
 
 def _background(rng: np.random.Generator) -> tuple[int, int, int]:
-    level = int(rng.integers(28, 56))
-    tint = rng.integers(-4, 5, size=3)
-    return tuple(int(v) for v in np.clip(level + tint, 0, 255))
+    u = rng.random(4)
+    level = 28 + int(u[0] * 28)
+    return tuple(level + int(t * 9) - 4 for t in u[1:])
 
 
 def sample_scene(
@@ -263,9 +276,9 @@ def sample_scene(
     forbidden = set(forbidden)
     required = sorted(set(required))
     if num_objects == 1:
-        positions = [str(rng.choice(list(POSITIONS)))]
+        positions = [_pick(rng, tuple(POSITIONS))]
     else:
-        positions = [str(p) for p in rng.permutation(list(SIDE_POSITIONS))[:num_objects]]
+        positions = [SIDE_POSITIONS[i] for i in rng.permutation(len(SIDE_POSITIONS))[:num_objects]]
     objects: list[ShapeObject] = []
     used_colours: set[str] = set()
     required_slot = int(rng.integers(num_objects)) if required else -1
@@ -275,11 +288,11 @@ def sample_scene(
             objects.append(sample_object(rng, shape=shape, colour=colour, position=position))
             used_colours.add(colour)
             continue
-        shape = str(rng.choice(list(shapes)))
+        shape = _pick(rng, tuple(shapes))
         allowed = [c for c in COLOURS if (shape, c) not in forbidden and not (distinct_colours and c in used_colours)]
         if not allowed:
             raise ValueError(f"No colour left for a {shape} under the given constraints.")
-        colour = str(rng.choice(allowed))
+        colour = _pick(rng, allowed)
         used_colours.add(colour)
         objects.append(sample_object(rng, shape=shape, colour=colour, position=position))
     return Scene(objects, _background(rng))
@@ -345,18 +358,32 @@ def _inside(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     raise ValueError(f"Unknown shape {shape!r}; valid shapes: {', '.join(ALL_SHAPES)}.")
 
 
-_SUPERSAMPLE = 2  # anti-aliasing: sub-pixels per pixel side
+_SUPERSAMPLE = 2  # anti-aliasing: sub-pixels per pixel side (render_scene assumes 2)
+# Shapes are drawn by looking sub-pixels up in a precomputed high-resolution stencil, which costs
+# the same few array operations for every shape (exact polygon tests cost ~10x more for a star).
+_STENCIL_RES = 512
+_STENCIL_HALF = 2.2  # half-width in object radii; covers the rotated bounding box (1.5 * sqrt 2)
+
+
+@lru_cache(maxsize=None)
+def _stencil(shape: str) -> np.ndarray:
+    centres = (np.arange(_STENCIL_RES) + 0.5) / _STENCIL_RES * 2 * _STENCIL_HALF - _STENCIL_HALF
+    u, v = np.meshgrid(centres, centres)
+    stencil = _inside(shape, u, v)
+    # render_scene relies on an empty border (see there); every outline stays within 1.3 radii.
+    assert not stencil[[0, -1], :].any() and not stencil[:, [0, -1]].any()
+    return stencil.reshape(-1)
 
 
 @lru_cache(maxsize=8)
 def _subpixel_offsets(ss: int) -> np.ndarray:
-    return (np.arange(ss) + 0.5) / ss
+    return ((np.arange(ss) + 0.5) / ss).astype(np.float32)
 
 
 def render_scene(scene: Scene, image_size: int = 64) -> np.ndarray:
     """Draw a scene into an ``(image_size, image_size, 3)`` uint8 array (anti-aliased)."""
     size = int(image_size)
-    canvas = np.empty((size, size, 3), dtype=np.float32)
+    canvas = np.empty((size, size, 3), dtype=np.uint8)
     canvas[:] = scene.background
     ss = _SUPERSAMPLE
     offsets = _subpixel_offsets(ss)
@@ -369,27 +396,59 @@ def render_scene(scene: Scene, image_size: int = 64) -> np.ndarray:
         y1 = min(int(np.ceil(obj.y * size + extent)), size)
         if x1 <= x0 or y1 <= y0:
             continue
-        # Sub-pixel centre coordinates of the bounding box, in pixels.
-        xs = (np.arange(x0, x1)[:, None] + offsets[None, :]).reshape(-1)
-        ys = (np.arange(y0, y1)[:, None] + offsets[None, :]).reshape(-1)
-        dx = (xs[None, :] - obj.x * size) / r_px
-        dy = (ys[:, None] - obj.y * size) / r_px
-        cos, sin = np.cos(obj.angle), np.sin(obj.angle)
-        u = cos * dx + sin * dy
-        v = -sin * dx + cos * dy
-        mask = _inside(obj.shape, u, v).astype(np.float32)
-        h, w = y1 - y0, x1 - x0
-        alpha = mask.reshape(h, ss, w, ss).mean(axis=(1, 3))[..., None]
-        region = canvas[y0:y1, x0:x1]
-        region += alpha * (np.asarray(obj.rgb, dtype=np.float32) - region)
-    return np.round(canvas).astype(np.uint8)
+        # Sub-pixel centre coordinates of the bounding box, in object radii.
+        xs = (np.arange(x0, x1, dtype=np.float32)[:, None] + offsets[None, :]).reshape(-1)
+        ys = (np.arange(y0, y1, dtype=np.float32)[:, None] + offsets[None, :]).reshape(-1)
+        dx = (xs[None, :] - np.float32(obj.x * size)) * np.float32(1 / r_px)
+        dy = (ys[:, None] - np.float32(obj.y * size)) * np.float32(1 / r_px)
+        # Rotate into the object's frame and scale straight to stencil cells in one go.
+        scale = _STENCIL_RES / (2 * _STENCIL_HALF)
+        cos, sin = np.float32(np.cos(obj.angle) * scale), np.float32(np.sin(obj.angle) * scale)
+        offset = np.float32(_STENCIL_HALF * scale)
+        iu = (cos * dx + sin * dy + offset).astype(np.intp)
+        iv = (cos * dy - sin * dx + offset).astype(np.intp)
+        # The stencil's outer rows and columns are empty, so a slightly out-of-range column reads
+        # an empty cell of a neighbouring row and mode="clip" handles rows: no per-axis clipping.
+        iv *= _STENCIL_RES
+        iv += iu
+        inside = np.take(_stencil(obj.shape), iv, mode="clip").view(np.uint8)
+        # Coverage of each pixel = the mean of its 2 x 2 sub-pixels (strided adds beat reshape+sum).
+        counts = inside[0::2, 0::2] + inside[1::2, 0::2]
+        counts += inside[0::2, 1::2]
+        counts += inside[1::2, 1::2]
+        alpha = counts.astype(np.float32) * np.float32(0.25)
+        region = canvas[y0:y1, x0:x1].astype(np.float32)
+        region += alpha[..., None] * (np.asarray(obj.rgb, dtype=np.float32) - region)
+        canvas[y0:y1, x0:x1] = (region + np.float32(0.5)).astype(np.uint8)
+    return canvas
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """Encode an ``(H, W, 3)`` uint8 array as a PNG file.
+
+    A minimal encoder (no row filters, zlib level 1): about three times faster than going through
+    Pillow for small images, and its bytes depend only on the pixels and zlib.
+    """
+    height, width, _ = pixels.shape
+    rows = np.empty((height, 1 + width * 3), dtype=np.uint8)
+    rows[:, 0] = 0  # filter type "None" for every row
+    rows[:, 1:] = pixels.reshape(height, width * 3)
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 1))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def scene_to_png(scene: Scene, image_size: int = 64) -> bytes:
-    """Render a scene and encode it as PNG bytes (deterministic for a given Pillow/zlib)."""
-    buffer = io.BytesIO()
-    PILImage.fromarray(render_scene(scene, image_size), mode="RGB").save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
+    """Render a scene and encode it as PNG bytes (the same scene always gives the same bytes)."""
+    return encode_png(render_scene(scene, image_size))
 
 
 # --------------------------------------------------------------------------- words
@@ -507,7 +566,7 @@ def caption_is_correct(text: str, objects: Sequence[ShapeObject | Mapping[str, s
 def _reference_answers(rng: np.random.Generator, answer: str) -> list[str]:
     variants = ANSWER_VARIANTS.get(answer, ())
     n_true = 10 if not variants else int(rng.integers(7, 11))
-    answers = [answer] * n_true + [str(rng.choice(list(variants))) for _ in range(10 - n_true)]
+    answers = [answer] * n_true + [_pick(rng, variants) for _ in range(10 - n_true)]
     return [answers[i] for i in rng.permutation(10)]
 
 
@@ -524,7 +583,7 @@ def make_vqa_question(
     """
     objs = scene.objects
     for _ in range(50):
-        qtype = str(rng.choice(list(question_types)))
+        qtype = _pick(rng, tuple(question_types))
         target = objs[int(rng.integers(len(objs)))]
         shape_unique = sum(o.shape == target.shape for o in objs) == 1
         colour_unique = sum(o.colour == target.colour for o in objs) == 1
@@ -588,7 +647,7 @@ def _check_episode_options(ways: int, inner_shots: int, repeats: int, num_catego
 
 
 def _single_object_scene(rng: np.random.Generator, shape: str) -> Scene:
-    obj = sample_object(rng, shape=shape, position=str(rng.choice(list(POSITIONS))))
+    obj = sample_object(rng, shape=shape, position=_pick(rng, tuple(POSITIONS)))
     return Scene([obj], _background(rng))
 
 
@@ -681,7 +740,7 @@ def sample_fast_vqa_episode(
         sample_object(rng, shape=chosen[i], colour=c, position=p) for i, c, p in zip(in_scene, colours, positions)
     ]
     scene = Scene(objects, _background(rng))
-    qtype = str(rng.choice(list(question_types)))
+    qtype = _pick(rng, tuple(question_types))
     name = labels[target]
     obj = objects[0]
     if qtype == "colour":
