@@ -1,0 +1,455 @@
+"""Few-shot evaluation engine: greedy open-ended answers and closed-ended ranking for Frozen prompts.
+
+Prompts come from :mod:`frozen_hf.prompting`. Two paths give the same answers:
+
+- the plain path: batches of whole prompts through the processor and ``model.generate`` (greedy);
+- the prefix-reuse path (``reuse_prefix_cache=True``, the default): prompts that share a
+  :class:`~frozen_hf.prompting.PromptPrefix` (task induction + support set) are grouped; the prefix
+  and its images are encoded once into a KV cache, which is copied for every batch of queries of
+  that group; only the query segments and the answer tokens are computed per query.
+
+In the prefix-reuse path the queries of a batch are padded between the shared prefix and their own
+text (``[prefix][pad...][query]``), with position ids that skip the padding, so each row sees
+exactly the positions and keys it would see alone. Groups with a single prompt, or no prefix, go
+through the plain path.
+
+:func:`score_candidates` / :func:`rank_candidates` give the closed-ended variant: the summed
+log-likelihood of each candidate name as the continuation of the prompt (``" " + name``).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import GenerationConfig
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from .prompting import Prompt
+
+__all__ = [
+    "EngineStats",
+    "generate_answers",
+    "score_candidates",
+    "rank_candidates",
+    "postprocess_answer",
+]
+
+
+@dataclass
+class EngineStats:
+    """Counters of one engine call, for benchmarks and reports."""
+
+    prompts: int = 0
+    prefix_groups_reused: int = 0
+    prompts_via_reuse: int = 0
+    prompts_via_plain: int = 0
+    fallbacks: int = 0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def postprocess_answer(text: str, stop_at_newline: bool = True) -> str:
+    """The answer part of generated text: up to the first new line (the next prompt segment), stripped."""
+    if stop_at_newline:
+        text = text.split("\n", 1)[0]
+    return text.strip()
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    if eos is None:
+        return []
+    return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
+
+
+def _pad_id(tokenizer, eos_ids: list[int]) -> int:
+    if tokenizer.pad_token_id is not None:
+        return int(tokenizer.pad_token_id)
+    return eos_ids[0] if eos_ids else 0
+
+
+def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _group_by_prefix(prompts: Sequence[Prompt]) -> list[list[int]]:
+    groups: dict[int, list[int]] = {}
+    for index, prompt in enumerate(prompts):
+        groups.setdefault(id(prompt.prefix), []).append(index)
+    return list(groups.values())
+
+
+def _model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+class _Encoder:
+    """Tokenizes and encodes prompts for one model + processor."""
+
+    def __init__(self, model, processor):
+        self.model = model
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.device = _model_device(model)
+        self.eos_ids = _eos_ids(model, self.tokenizer)
+        self.pad_id = _pad_id(self.tokenizer, self.eos_ids)
+
+    def batch(self, texts: list[str], images: list[list[Any]], add_special_tokens: bool = True) -> dict:
+        """Processor batch (left padding) on the model's device."""
+        has_images = any(len(i) for i in images)
+        saved = self.tokenizer.padding_side
+        self.tokenizer.padding_side = "left"
+        try:
+            encoded = self.processor(
+                text=texts,
+                images=images if has_images else None,
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=add_special_tokens,
+            )
+        finally:
+            self.tokenizer.padding_side = saved
+        return {k: v.to(self.device) for k, v in encoded.items() if k in ("input_ids", "attention_mask", "pixel_values")}
+
+    def split_is_exact(self, prompt: Prompt) -> bool:
+        """Whether tokenizing prefix and suffix separately gives the whole prompt's tokens.
+
+        Image markers are special tokens, so the check on unexpanded text is the check on the expanded one.
+        """
+        tok = self.tokenizer
+        whole = tok(prompt.text, add_special_tokens=True)["input_ids"]
+        head = tok(prompt.prefix.text, add_special_tokens=True)["input_ids"]
+        tail = tok(prompt.suffix_text, add_special_tokens=False)["input_ids"]
+        return list(whole) == list(head) + list(tail)
+
+    def image_features(self, pixel_values: torch.Tensor | None) -> dict | None:
+        if pixel_values is None or pixel_values.shape[0] == 0:
+            return None
+        features = self.model.get_image_features(pixel_values=pixel_values)
+        return {"image": BaseModelOutputWithPooling(pooler_output=features.pooler_output)}
+
+    def forward(self, **kwargs):
+        return self.model(use_cache=True, return_dict=True, **kwargs)
+
+
+def _greedy_from(
+    enc: _Encoder,
+    logits: torch.Tensor,
+    cache,
+    attention_mask: torch.Tensor,
+    last_positions: torch.Tensor,
+    max_new_tokens: int,
+) -> list[list[int]]:
+    """Greedy decoding from the logits of the last prompt position, as `generate` does it."""
+    batch = logits.shape[0]
+    eos = torch.tensor(enc.eos_ids, device=logits.device, dtype=torch.long)
+    finished = torch.zeros(batch, dtype=torch.bool, device=logits.device)
+    generated: list[torch.Tensor] = []
+    positions = last_positions.clone()
+    for step in range(max_new_tokens):
+        next_tokens = logits.argmax(dim=-1)
+        next_tokens = torch.where(finished, torch.full_like(next_tokens, enc.pad_id), next_tokens)
+        generated.append(next_tokens)
+        if eos.numel():
+            finished = finished | torch.isin(next_tokens, eos)
+        if step == max_new_tokens - 1 or bool(finished.all()):
+            break
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(batch, 1)], dim=1)
+        positions = positions + 1
+        out = enc.forward(
+            input_ids=next_tokens[:, None],
+            attention_mask=attention_mask,
+            position_ids=positions[:, None],
+            cache=cache,
+            logits_to_keep=1,
+        )
+        cache = out.cache
+        logits = out.logits[:, -1].float()
+    tokens = torch.stack(generated, dim=1).tolist()
+    out_ids = []
+    for row in tokens:
+        kept = []
+        for token in row:
+            if token in enc.eos_ids:
+                break
+            kept.append(token)
+        out_ids.append(kept)
+    return out_ids
+
+
+def _encode_prefix(enc: _Encoder, prompt: Prompt):
+    """The prefix's KV cache (batch 1) and its length in tokens."""
+    prefix = prompt.prefix
+    batch = enc.batch([prefix.text], [list(prefix.images)], add_special_tokens=True)
+    features = enc.image_features(batch.pop("pixel_values", None))
+    out = enc.forward(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        mm_encoder_outputs=features,
+        logits_to_keep=1,
+    )
+    return out.cache, int(batch["input_ids"].shape[1])
+
+
+def _encode_queries(enc: _Encoder, prompts: Sequence[Prompt], prefix_cache, prefix_len: int):
+    """Runs the query segments of `prompts` (same prefix) on a copy of the prefix cache.
+
+    Returns (last-position logits, cache, attention mask, last position id per row).
+    """
+    batch_size = len(prompts)
+    suffix = enc.batch(
+        [p.suffix_text for p in prompts], [list(p.suffix_images) for p in prompts], add_special_tokens=False
+    )
+    features = enc.image_features(suffix.pop("pixel_values", None))
+    suffix_mask = suffix["attention_mask"]
+    attention_mask = torch.cat([suffix_mask.new_ones(batch_size, prefix_len), suffix_mask], dim=1)
+    # Positions continue from the prefix and skip the padding, as if each row were alone.
+    position_ids = (prefix_len + suffix_mask.long().cumsum(dim=1) - 1).clamp(min=prefix_len)
+    cache = copy.deepcopy(prefix_cache)
+    if batch_size > 1:
+        cache.batch_repeat_interleave(batch_size)
+    out = enc.forward(
+        input_ids=suffix["input_ids"],
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        cache=cache,
+        mm_encoder_outputs=features,
+        logits_to_keep=1,
+    )
+    return out.logits[:, -1].float(), out.cache, attention_mask, position_ids[:, -1]
+
+
+def _plain_generate(enc: _Encoder, prompts: Sequence[Prompt], max_new_tokens: int) -> list[list[int]]:
+    batch = enc.batch([p.text for p in prompts], [p.images for p in prompts])
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        eos_token_id=enc.eos_ids or None,
+        pad_token_id=enc.pad_id,
+    )
+    output = enc.model.generate(**batch, generation_config=config)
+    new_tokens = output[:, batch["input_ids"].shape[1] :].tolist()
+    out_ids = []
+    for row in new_tokens:
+        kept = []
+        for token in row:
+            if token in enc.eos_ids:
+                break
+            kept.append(token)
+        out_ids.append(kept)
+    return out_ids
+
+
+def _plan(enc: _Encoder, prompts: Sequence[Prompt], reuse_prefix_cache: bool, stats: EngineStats):
+    """Splits prompt indices into reusable prefix groups and the rest (plain path)."""
+    reuse_groups: list[list[int]] = []
+    plain: list[int] = []
+    for group in _group_by_prefix(prompts):
+        first = prompts[group[0]]
+        if reuse_prefix_cache and len(group) > 1 and first.prefix.text:
+            if enc.split_is_exact(first):
+                reuse_groups.append(group)
+                continue
+            stats.fallbacks += len(group)
+            stats.notes.append("prefix/suffix tokenization differs from the whole prompt's: plain path used")
+        plain.extend(group)
+    return reuse_groups, sorted(plain)
+
+
+@torch.no_grad()
+def generate_answers(
+    model,
+    processor,
+    prompts: Sequence[Prompt],
+    *,
+    max_new_tokens: int = 8,
+    batch_size: int = 8,
+    reuse_prefix_cache: bool = True,
+    stop_at_newline: bool = True,
+    stats: EngineStats | None = None,
+) -> list[str]:
+    """Greedy open-ended answers to few-shot prompts, in prompt order.
+
+    Args:
+        model: a `FrozenForConditionalGeneration` (any model with its forward / `get_image_features` contract).
+        processor: its `FrozenProcessor`.
+        prompts: from `frozen_hf.prompting`; prompts of one episode share a prefix object.
+        max_new_tokens: tokens generated per answer (greedy; stops early at EOS).
+        batch_size: prompts per forward pass.
+        reuse_prefix_cache: encode each shared prefix once and reuse its KV cache (same answers).
+        stop_at_newline: cut answers at the first new line (where the next prompt segment would start).
+        stats: filled with counters (groups reused, fallbacks, time) when given.
+
+    Returns:
+        The decoded answers (special tokens dropped, stripped).
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    stats = stats if stats is not None else EngineStats()
+    start = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    enc = _Encoder(model, processor)
+    results: list[list[int] | None] = [None] * len(prompts)
+    try:
+        reuse_groups, plain = _plan(enc, prompts, reuse_prefix_cache, stats)
+        for group in reuse_groups:
+            prefix_cache, prefix_len = _encode_prefix(enc, prompts[group[0]])
+            for chunk in _chunks(group, batch_size):
+                logits, cache, mask, last = _encode_queries(enc, [prompts[i] for i in chunk], prefix_cache, prefix_len)
+                for index, ids in zip(chunk, _greedy_from(enc, logits, cache, mask, last, max_new_tokens)):
+                    results[index] = ids
+            stats.prefix_groups_reused += 1
+            stats.prompts_via_reuse += len(group)
+        for chunk in _chunks(plain, batch_size):
+            for index, ids in zip(chunk, _plain_generate(enc, [prompts[i] for i in chunk], max_new_tokens)):
+                results[index] = ids
+        stats.prompts_via_plain += len(plain)
+    finally:
+        model.train(was_training)
+    stats.prompts += len(prompts)
+    stats.seconds += time.perf_counter() - start
+    texts = enc.tokenizer.batch_decode(results, skip_special_tokens=True)
+    return [postprocess_answer(t, stop_at_newline) for t in texts]
+
+
+def _candidate_ids(tokenizer, candidates: Sequence[str]) -> list[list[int]]:
+    ids = [tokenizer(" " + c.strip(), add_special_tokens=False)["input_ids"] for c in candidates]
+    for c, i in zip(candidates, ids):
+        if not i:
+            raise ValueError(f"Candidate {c!r} tokenizes to nothing; give non-empty candidate names.")
+    return ids
+
+
+def _score_from(
+    enc: _Encoder, logits: torch.Tensor, cache, attention_mask: torch.Tensor, last: torch.Tensor, cand_ids
+) -> torch.Tensor:
+    """Log-likelihood of every candidate continuation for each prompt row. Returns (rows, candidates)."""
+    rows, num_cand = logits.shape[0], len(cand_ids)
+    width = max(len(c) for c in cand_ids)
+    first = torch.log_softmax(logits, dim=-1)  # (rows, vocab)
+    tokens = torch.full((num_cand, width), enc.pad_id, dtype=torch.long, device=logits.device)
+    valid = torch.zeros((num_cand, width), dtype=torch.bool, device=logits.device)
+    for j, ids in enumerate(cand_ids):
+        tokens[j, : len(ids)] = torch.tensor(ids, device=logits.device)
+        valid[j, : len(ids)] = True
+    scores = first[:, tokens[:, 0]]  # (rows, cand)
+    if width > 1:
+        cache.batch_repeat_interleave(num_cand)
+        inputs = tokens[:, :-1].repeat(rows, 1)  # row-major: (row0: cand0..candC, row1: ...)
+        mask = torch.cat(
+            [attention_mask.repeat_interleave(num_cand, dim=0), valid[:, :-1].repeat(rows, 1).long()], dim=1
+        )
+        positions = last.repeat_interleave(num_cand)[:, None] + torch.arange(1, width, device=logits.device)[None]
+        out = enc.forward(input_ids=inputs, attention_mask=mask, position_ids=positions, cache=cache)
+        logp = torch.log_softmax(out.logits.float(), dim=-1)  # (rows*cand, width-1, vocab)
+        targets = tokens[:, 1:].repeat(rows, 1)
+        picked = logp.gather(-1, targets[..., None])[..., 0]
+        picked = picked * valid[:, 1:].repeat(rows, 1)
+        scores = scores + picked.sum(dim=1).view(rows, num_cand)
+    return scores
+
+
+@torch.no_grad()
+def score_candidates(
+    model,
+    processor,
+    prompts: Sequence[Prompt],
+    candidates: Sequence[Sequence[str]] | None = None,
+    *,
+    batch_size: int = 8,
+    reuse_prefix_cache: bool = True,
+    stats: EngineStats | None = None,
+) -> list[list[float]]:
+    """Closed-ended scores: the log-likelihood of each candidate name (``" " + name``) after each prompt.
+
+    `candidates` defaults to each prompt's own `candidates` (the episode's names). Prompts sharing a
+    prefix reuse its KV cache when `reuse_prefix_cache`; otherwise every prompt is encoded whole.
+    """
+    if candidates is None:
+        candidates = [p.candidates for p in prompts]
+    if len(candidates) != len(prompts):
+        raise ValueError(f"Got {len(candidates)} candidate lists for {len(prompts)} prompts.")
+    for index, c in enumerate(candidates):
+        if not c:
+            raise ValueError(
+                f"Prompt {index} has no candidates: closed-ended ranking needs the episode's names "
+                "(open_ended_prompts sets them)."
+            )
+    stats = stats if stats is not None else EngineStats()
+    start = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    enc = _Encoder(model, processor)
+    results: list[list[float] | None] = [None] * len(prompts)
+    try:
+        reuse_groups, plain = _plan(enc, prompts, reuse_prefix_cache, stats)
+        # Rows of one forward must share their candidate list; chunk accordingly.
+        for group in reuse_groups:
+            prefix_cache, prefix_len = _encode_prefix(enc, prompts[group[0]])
+            for sub in _same_candidates(group, candidates):
+                for chunk in _chunks(sub, batch_size):
+                    logits, cache, mask, last = _encode_queries(
+                        enc, [prompts[i] for i in chunk], prefix_cache, prefix_len
+                    )
+                    scores = _score_from(enc, logits, cache, mask, last, _candidate_ids(enc.tokenizer, candidates[chunk[0]]))
+                    for index, row in zip(chunk, scores.tolist()):
+                        results[index] = row
+            stats.prefix_groups_reused += 1
+            stats.prompts_via_reuse += len(group)
+        for sub in _same_candidates(plain, candidates):
+            for chunk in _chunks(sub, batch_size):
+                batch = enc.batch([prompts[i].text for i in chunk], [prompts[i].images for i in chunk])
+                features = enc.image_features(batch.pop("pixel_values", None))
+                mask = batch["attention_mask"]
+                positions = (mask.long().cumsum(dim=1) - 1).clamp(min=0)
+                out = enc.forward(
+                    input_ids=batch["input_ids"],
+                    attention_mask=mask,
+                    position_ids=positions,
+                    mm_encoder_outputs=features,
+                    logits_to_keep=1,
+                )
+                scores = _score_from(
+                    enc, out.logits[:, -1].float(), out.cache, mask, positions[:, -1],
+                    _candidate_ids(enc.tokenizer, candidates[chunk[0]]),
+                )
+                for index, row in zip(chunk, scores.tolist()):
+                    results[index] = row
+        stats.prompts_via_plain += len(plain)
+    finally:
+        model.train(was_training)
+    stats.prompts += len(prompts)
+    stats.seconds += time.perf_counter() - start
+    return results  # type: ignore[return-value]
+
+
+def _same_candidates(indices: Sequence[int], candidates: Sequence[Sequence[str]]) -> list[list[int]]:
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i in indices:
+        groups.setdefault(tuple(candidates[i]), []).append(i)
+    return list(groups.values())
+
+
+def rank_candidates(
+    model,
+    processor,
+    prompts: Sequence[Prompt],
+    candidates: Sequence[Sequence[str]] | None = None,
+    **kwargs,
+) -> list[str]:
+    """Closed-ended answers: for each prompt, the candidate with the highest log-likelihood."""
+    if candidates is None:
+        candidates = [p.candidates for p in prompts]
+    scores = score_candidates(model, processor, prompts, candidates, **kwargs)
+    return [list(c)[max(range(len(s)), key=s.__getitem__)] for c, s in zip(candidates, scores)]
