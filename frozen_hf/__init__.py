@@ -13,6 +13,7 @@ from transformers import (
     AutoProcessor,
 )
 
+from .bundled import bundled_language_model_path, default_language_model_path
 from .configuration_frozen import FrozenConfig
 from .image_processing_frozen import FrozenImageProcessor
 from .modeling_frozen import (
@@ -40,6 +41,8 @@ FrozenProcessor.register_for_auto_class()
 FrozenImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 __all__ = [
+    "bundled_language_model_path",
+    "default_language_model_path",
     "FrozenConfig",
     "FrozenForConditionalGeneration",
     "FrozenImageProcessor",
