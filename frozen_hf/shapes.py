@@ -521,24 +521,55 @@ def phrase_caption(
     return _join([_object_phrase(o, choice) for o in words]) + "."
 
 
-_CLAUSE_SPLIT = re.compile(r"[.,;:!?\n]+|\band\b")
+_CLAUSE_SPLIT = re.compile(r"[.;:!?\n]+|\band\b")
 _WORD = re.compile(r"[a-z]+")
+
+
+def _clause_attributes(clause: str) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {a: set() for a in ATTRIBUTES}
+    for word in _WORD.findall(clause):
+        for attribute in ATTRIBUTES:
+            if word in _SYNONYMS[attribute]:
+                found[attribute].add(_SYNONYMS[attribute][word])
+    return found
+
+
+def _shape_mentions(clause: str) -> int:
+    return sum(word in _SYNONYMS["shape"] for word in _WORD.findall(clause))
+
+
+def _clauses(text: str) -> list[str]:
+    # Sentences and "and" separate objects; commas do only where a clause names several shapes
+    # ("a red circle on the left, a blue square at the top"), since a comma may also just pause
+    # inside one object's description ("a big red circle, on the left").
+    clauses = []
+    for clause in _CLAUSE_SPLIT.split(text.lower()):
+        if "," not in clause or _shape_mentions(clause) <= 1:
+            clauses.append(clause)
+            continue
+        pieces: list[str] = []
+        for piece in clause.split(","):
+            if pieces and not _shape_mentions(piece):
+                pieces[-1] += " " + piece  # a trailing fragment belongs to the object before it
+            elif pieces and not _shape_mentions(pieces[-1]):
+                pieces[-1] += " " + piece  # a leading fragment belongs to the object after it
+            else:
+                pieces.append(piece)
+        clauses.extend(pieces)
+    return clauses
 
 
 def parse_caption(text: str) -> list[dict[str, str]] | None:
     """Read objects back from a caption in any of the phrasings (and close paraphrases).
 
-    The text is cut into clauses at punctuation and "and"; every clause that names any attribute
-    must name exactly one value of each of shape, colour, size and position. Returns the list of
-    objects, or ``None`` if some clause is incomplete or ambiguous.
+    The text is cut into one clause per object (at sentence punctuation, "and", and commas that
+    separate objects); every clause that names any attribute must name exactly one value of each
+    of shape, colour, size and position. Returns the objects, or ``None`` if a clause is
+    incomplete or ambiguous.
     """
     objects: list[dict[str, str]] = []
-    for clause in _CLAUSE_SPLIT.split(text.lower()):
-        found: dict[str, set[str]] = {a: set() for a in ATTRIBUTES}
-        for word in _WORD.findall(clause):
-            for attribute in ATTRIBUTES:
-                if word in _SYNONYMS[attribute]:
-                    found[attribute].add(_SYNONYMS[attribute][word])
+    for clause in _clauses(text):
+        found = _clause_attributes(clause)
         if not any(found.values()):
             continue
         if any(len(values) != 1 for values in found.values()):
