@@ -391,7 +391,8 @@ def _real_episodes(task: str, s: TaskSettings) -> TaskData:
             preamble = task_induction_text(list(dict.fromkeys(names)))
         support = [Segment(c, image) for c, image in zip(captions, row["support_images"])]
         question = row["question"].strip()
-        query_text = f"Q: {question} A:" if question else OPEN_ENDED_QUERY
+        # Naming tasks ask "What is this?" (or nothing): the paper's query ends in "This is a" for the name.
+        query_text = f"Q: {question} A:" if is_vqa else OPEN_ENDED_QUERY
         candidates = list(dict.fromkeys(names)) if not is_vqa and all(names) else None
         prompts += build_prompts(
             support, [Segment(query_text, row["question_image"])], preamble=preamble, repeats=s.repeats,
