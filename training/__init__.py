@@ -1,0 +1,1 @@
+"""The Frozen training program: ``python -m training.train <config.yaml> [--field value ...]``."""
