@@ -69,6 +69,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
         low, high = float(array.min()), float(array.max())
         scale = 255.0 / (high - low) if high > low else 0.0
         image = Image.fromarray(((array - low) * scale).astype(np.uint8), mode="L")
+    if image.mode == "La":  # premultiplied alpha: PIL converts it to nothing but LA
+        image = image.convert("LA")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):

@@ -97,6 +97,7 @@ class FrozenProcessor(ProcessorMixin):
             text = ""
         if images is not None:
             _check_image_types(images)
+            images = _grey_arrays_to_pil(images)
         images, text, videos, audio = super().prepare_inputs_layout(
             images=images, text=text, videos=videos, audio=audio, **kwargs
         )
@@ -140,6 +141,10 @@ class FrozenProcessor(ProcessorMixin):
         super().validate_inputs(images=images, text=text, videos=videos, audio=audio, **kwargs)
 
     def _process_images(self, images, **kwargs):
+        if _holds_no_image(images):
+            # A batch whose image lists are all empty is text only: an empty `pixel_values` would be rejected by
+            # the model (and by `generate`), so leave the key out as for `images=None`.
+            return {}, []
         return super()._process_images(make_flat_list_of_images(images), **kwargs)
 
     def _check_special_mm_tokens(self, text, text_inputs, modalities):
@@ -195,6 +200,11 @@ def _has_images(images) -> bool:
     return not (isinstance(images, (list, tuple)) and len(images) == 0)
 
 
+def _holds_no_image(images) -> bool:
+    """True for an empty list, or lists nested any depth that are all empty."""
+    return isinstance(images, (list, tuple)) and all(_holds_no_image(item) for item in images)
+
+
 def _check_image_types(images) -> None:
     flat = []
     stack = [images]
@@ -215,6 +225,24 @@ def _check_image_types(images) -> None:
             f"Image {index} is a {type(image).__name__}, not an image: pass PIL.Image.Image, numpy arrays, torch "
             "tensors, or paths/URLs (open files with PIL.Image.open)."
         )
+
+
+def _grey_arrays_to_pil(images):
+    """Turns `(H, W)` arrays and tensors into PIL grey images, keeping the nesting.
+
+    transformers cannot flatten 2-D arrays into a list of images, and adding a channel axis would leave the layout
+    to its guess, which reads `(1, W, 1)` or `(3, W, 3)` as channels-first. PIL knows the layout and the bit depth.
+    """
+    if isinstance(images, (list, tuple)):
+        return type(images)(_grey_arrays_to_pil(item) for item in images)
+    if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 2:
+        array = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else images
+        if array.dtype == np.float64 or array.dtype == np.float16:
+            array = array.astype(np.float32)
+        elif array.dtype == np.int64:
+            array = array.astype(np.int32)
+        return Image.fromarray(np.ascontiguousarray(array))
+    return images
 
 
 __all__ = ["FrozenProcessor"]
