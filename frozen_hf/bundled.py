@@ -222,14 +222,18 @@ def _convert(spec: _BundledSpec, gguf_dir: Path, out_dir: Path) -> None:
 
 
 def _write_marker(spec: _BundledSpec, out_dir: Path, seconds: float) -> None:
-    import transformers
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        transformers_version = version("transformers")
+    except PackageNotFoundError:  # pragma: no cover
+        transformers_version = "unknown"
     marker = {
         "name": spec.name,
         "source_distribution": f"{spec.distribution}=={spec.version}",
         "gguf_file": spec.gguf_filename,
         "conversion_format": _CONVERSION_FORMAT,
-        "transformers_version": transformers.__version__,
+        "transformers_version": transformers_version,
         "conversion_seconds": round(seconds, 2),
         "license": spec.license_note,
     }
