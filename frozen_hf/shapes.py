@@ -34,7 +34,7 @@ import io
 import re
 import struct
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Iterable, Mapping, Sequence
 

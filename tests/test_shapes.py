@@ -31,15 +31,6 @@ from frozen_hf.shapes import (
 )
 
 
-def _png_bytes(image) -> bytes:
-    """Bytes of an Image-feature value (rows decode to PIL; the raw column keeps bytes)."""
-    if isinstance(image, dict):
-        return image["bytes"]
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def _raw_images(dataset, column: str = "image") -> list[bytes]:
     # Reading the Arrow table directly avoids decoding and re-encoding (exact stored bytes).
     return [cell["bytes"] for cell in dataset.data.column(column).to_pylist()]
