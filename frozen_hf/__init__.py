@@ -13,7 +13,7 @@ from transformers import (
     AutoProcessor,
 )
 
-from .bundled import bundled_language_model_path, default_language_model_path
+from .bundled import BundledModelNotInstalledError, bundled_language_model_path, default_language_model_path
 from .configuration_frozen import FrozenConfig
 from .image_processing_frozen import FrozenImageProcessor
 from .modeling_frozen import (
@@ -40,7 +40,23 @@ FrozenForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToT
 FrozenProcessor.register_for_auto_class()
 FrozenImageProcessor.register_for_auto_class("AutoImageProcessor")
 
+# The Shapes world pulls in `datasets`; load it on first use so that `import frozen_hf` stays light.
+_LAZY_EXPORTS = {"load_shapes": "shapes", "caption_is_correct": "shapes", "describe": "shapes"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY_EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
+    "BundledModelNotInstalledError",
+    "caption_is_correct",
+    "describe",
+    "load_shapes",
     "bundled_language_model_path",
     "default_language_model_path",
     "FrozenConfig",

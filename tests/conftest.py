@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import os
+
 import pytest
+
+from frozen_hf.bundled import frozen_hf_cache_dir
+
+# Pin the bundled-LM cache before any fixture moves HF_HOME, so the suite converts SmolLM2 once, not per test.
+os.environ.setdefault("FROZEN_HF_CACHE", str(frozen_hf_cache_dir()))
 
 try:  # tests/ is on sys.path in pytest's default (rootdir, no __init__.py) layout
     from hub_server import HubFixture, HubServer, client_env, patch_client_constants
