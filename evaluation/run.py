@@ -72,10 +72,18 @@ def _suite(name: str) -> list[tuple[str, dict[str, Any], tuple[str, ...]]]:
                for w in (2, 5) for k in (1, 3, 5)]
             + [("shapes_fast_vqa", {"ways": 2, "inner_shots": k, "num_episodes": 100}, VARIANTS) for k in (1, 3, 5)]
         )
+    if name == "ablation":
+        # The columns of the ablation table: captioning, VQA and fast binding at 3 inner-shots.
+        return [
+            ("shapes_captions", {"num_episodes": 40}, ("frozen", "blind")),
+            ("shapes_vqa", {"shots": 0, "num_episodes": 60}, ("frozen", "blind")),
+            ("shapes_open_ended", {"ways": 2, "inner_shots": 3, "num_episodes": 12}, VARIANTS),
+            ("shapes_open_ended", {"ways": 5, "inner_shots": 3, "num_episodes": 5}, VARIANTS),
+        ]
     raise ProtocolError(f"Unknown suite {name!r}; choose from {', '.join(SUITES)}.")
 
 
-SUITES = ("demo", "full")
+SUITES = ("demo", "full", "ablation")
 
 
 def load_frozen(model_name_or_path: str, device: str | None = None, dtype: str | None = None):
@@ -215,19 +223,32 @@ def run_suite(
     base: TaskSettings | None = None,
     batch_size: int = 8,
     scale: float = 1.0,
+    variants: Sequence[str] | None = None,
     log=print,
 ) -> list[dict[str, Any]]:
-    """Runs a named suite, adding every record to ``<output>/results.json`` as it finishes; writes the report."""
+    """Runs a named suite, adding every record to ``<output>/results.json`` as it finishes; writes the report.
+
+    `variants` keeps only those of the suite's variants (e.g. ``["frozen"]`` for an ablation model whose blind and
+    text-oracle rows another run already gives); `scale` multiplies every episode count.
+    """
     from .report import merge_results, write_report
 
     base = base or TaskSettings()
     records = []
     metric_modules: dict = {}
-    for task, overrides, variants in _suite(suite):
+    if variants is not None:
+        unknown = [v for v in variants if v not in VARIANTS]
+        if unknown:
+            raise ProtocolError(f"Unknown variants {unknown}; choose from {', '.join(VARIANTS)}.")
+    for task, overrides, suite_variants in _suite(suite):
         overrides = dict(overrides)
         overrides["num_episodes"] = max(1, round(overrides.get("num_episodes", base.num_episodes) * scale))
+        if variants is not None and not set(variants) & set(suite_variants):
+            continue
         data = build_task(task, replace(base, **overrides))
-        for variant in variants:
+        for variant in suite_variants:
+            if variants is not None and variant not in variants:
+                continue
             record = evaluate_task(
                 model, processor, data, variant, batch_size=batch_size, label=label, model_name=model_name,
                 metric_modules=metric_modules,
@@ -270,6 +291,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-kv-reuse", action="store_true", help="encode every prompt whole (same answers, slower)")
     p.add_argument("--label", default="Frozen", help="row name of this model in the report (e.g. 'Frozen, n=1')")
     p.add_argument("--scale", type=float, default=1.0, help="suite only: multiply every episode count")
+    p.add_argument("--variants", default=None,
+                   help="suite only: comma-separated subset of frozen,blind,text_oracle to run")
     p.add_argument("--output", default=None, help="folder for results.json, report.md, report.json and plots")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None, help="e.g. bfloat16 (default: as saved)")
@@ -296,7 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             output = args.output or f"eval_{args.suite}"
             start = time.perf_counter()
             run_suite(model, processor, args.suite, output, label=args.label, model_name=args.model, base=settings,
-                      batch_size=args.batch_size, scale=args.scale)
+                      batch_size=args.batch_size, scale=args.scale,
+                      variants=args.variants.split(",") if args.variants else None)
             print(f"suite {args.suite}: {time.perf_counter() - start:.0f}s; report: {Path(output) / 'report.md'}")
             return 0
         variant = "blind" if args.blind else "text_oracle" if args.text_oracle else "frozen"

@@ -180,3 +180,14 @@ def test_a_folder_that_is_not_a_frozen_model(tmp_path, capsys):
     assert "holds a 'llama' model, not a Frozen model" in capsys.readouterr().err
     assert run_cli("--model", tmp_path / "nowhere", "--task", "shapes_vqa") == 2
     assert "Cannot find a model" in capsys.readouterr().err
+
+
+def test_ablation_suite_rows_merge_into_one_report(model_dir, tmp_path):
+    out = tmp_path / "ablations"
+    common = ["--model", model_dir, "--suite", "ablation", "--scale", 0.05, "--output", out]
+    assert run_cli(*common, "--label", "Frozen", "--variants", "frozen,blind") == 0
+    assert run_cli(*common, "--label", "Frozen, n=1", "--variants", "frozen") == 0
+    table = json.loads((out / "report.json").read_text())
+    assert table["rows"] == ["Frozen", "Frozen, blind", "Frozen, n=1"]
+    assert set(table["cells"]["Frozen, n=1"]) == set(table["cells"]["Frozen"])
+    assert run_cli(*common, "--variants", "frozen,deaf") == 2
