@@ -67,6 +67,9 @@ def decode_image(value: Any) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = _open(value)
             image.load()
+            if image.width == 0 or image.height == 0:
+                # Nothing to see, yet the processor would turn it into a black training image.
+                raise ImageDecodeError(f"image has no pixels ({image.width} x {image.height})")
             return to_rgb(image)
     except ImageDecodeError:
         raise

@@ -47,6 +47,8 @@ class FrozenImageProcessor(PilBackend):
     def process_image(self, image, do_convert_rgb: bool | None = None, input_data_format=None, **kwargs) -> np.ndarray:
         if isinstance(image, Image.Image):
             image = to_rgb(image)
+            if self.do_pad_to_square:
+                image = shrink_long_side(image, _preshrink_limit(kwargs.get("size") or self.size))
         return super().process_image(
             image, do_convert_rgb=do_convert_rgb, input_data_format=input_data_format, **kwargs
         )
@@ -78,6 +80,28 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         image = Image.alpha_composite(background, rgba)
     return image.convert("RGB") if image.mode != "RGB" else image
+
+
+# Padding to a square allocates side x side pixels before the resize: a small but very elongated image (a 40000 x 20
+# banner, a 1 MB file) would need gigabytes and could kill a training run. Images whose longer side exceeds this
+# many times the output size (and at least _PRESHRINK_MIN) are shrunk first; ordinary images are untouched.
+_PRESHRINK_FACTOR = 4
+_PRESHRINK_MIN = 1024
+
+
+def _preshrink_limit(size) -> int:
+    sides = [value for value in dict(size or {}).values() if isinstance(value, int)]
+    return max(_PRESHRINK_MIN, _PRESHRINK_FACTOR * max(sides, default=224))
+
+
+def shrink_long_side(image: Image.Image, limit: int) -> Image.Image:
+    """Downscales `image`, keeping its aspect ratio (each side at least 1 px), so that its longer side is `limit`;
+    returns it unchanged when already within the limit."""
+    width, height = image.size
+    if max(width, height) <= limit:
+        return image
+    scale = limit / max(width, height)
+    return image.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BILINEAR)
 
 
 def pad_to_square(image: np.ndarray) -> np.ndarray:
