@@ -11,7 +11,7 @@ Properties:
 - truncation never splits an image's placeholders: it either keeps every placeholder or raises the documented
   `ValueError`.
 
-`HYPOTHESIS_PROFILE=thorough` runs many more examples than the default (kept small for shared CPUs).
+`HYPOTHESIS_PROFILE=thorough` runs 300 examples per test instead of 20 than the default (kept small for shared CPUs).
 """
 
 from __future__ import annotations
@@ -31,19 +31,11 @@ from frozen_hf import FrozenForConditionalGeneration, FrozenProcessor
 from tests.tiny import WORDS, tiny_model, tiny_processor
 
 
-settings.register_profile(
-    "default",
-    max_examples=20,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+# Per-test settings rather than a global profile, so that other modules' hypothesis tests keep theirs.
+EXAMPLES = 300 if os.environ.get("HYPOTHESIS_PROFILE") == "thorough" else 20
+SETTINGS = settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
-settings.register_profile(
-    "thorough",
-    max_examples=300,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 MARKER = "<image>"
 MODES = ("RGB", "L", "RGBA", "P", "1", "LA", "CMYK", "I;16", "I", "F", "La", "RGBa")
@@ -179,6 +171,7 @@ def model_inputs(inputs) -> dict:
 # Processor properties
 
 
+@SETTINGS
 @given(batch=batches, n=st.sampled_from((1, 2, 3)), padding_side=st.sampled_from(("left", "right")))
 def test_processor_expands_each_marker_and_keeps_images_in_order(batch, n, padding_side):
     processor = processor_for(n)
@@ -206,6 +199,7 @@ def test_processor_expands_each_marker_and_keeps_images_in_order(batch, n, paddi
         assert torch.equal(pixels[index], alone), f"image {index} is out of order or processed differently in a batch"
 
 
+@SETTINGS
 @given(
     batch=st.lists(samples(), min_size=1, max_size=3),
     n=st.sampled_from((1, 2, 4)),
@@ -235,6 +229,7 @@ def test_truncation_keeps_every_placeholder_or_raises(batch, n, cut, truncation_
 
 
 @pytest.mark.parametrize("text_family,vision_family", FAMILIES)
+@SETTINGS
 @given(batch=batches, n=st.sampled_from((1, 2, 3)), padding_side=st.sampled_from(("left", "right")))
 def test_each_prefix_lands_exactly_at_its_placeholders(text_family, vision_family, batch, n, padding_side):
     processor = processor_for(n)
@@ -277,6 +272,7 @@ def test_each_prefix_lands_exactly_at_its_placeholders(text_family, vision_famil
 
 
 @pytest.mark.parametrize("text_family,vision_family", FAMILIES)
+@SETTINGS
 @given(batch=batches, n=st.sampled_from((1, 2)), padding_side=st.sampled_from(("left", "right")))
 def test_logits_of_a_sample_do_not_depend_on_its_batch(text_family, vision_family, batch, n, padding_side):
     processor = processor_for(n)
@@ -293,8 +289,8 @@ def test_logits_of_a_sample_do_not_depend_on_its_batch(text_family, vision_famil
 
 
 @pytest.mark.parametrize("text_family,vision_family", FAMILIES)
+@settings(SETTINGS, max_examples=max(5, EXAMPLES // 2))
 @given(batch=st.lists(samples(), min_size=2, max_size=3), n=st.sampled_from((1, 2)))
-@settings(max_examples=max(5, settings().max_examples // 2))
 def test_greedy_generation_of_a_sample_does_not_depend_on_its_batch(text_family, vision_family, batch, n):
     processor = processor_for(n)
     model = model_for(n, text_family, vision_family)
