@@ -157,7 +157,7 @@ def evaluate_task(
     variant: str = "frozen",
     *,
     closed_ended: bool = False,
-    batch_size: int = 8,
+    batch_size: int = 16,
     reuse_prefix_cache: bool = True,
     label: str = "Frozen",
     model_name: str = "",
@@ -221,7 +221,7 @@ def run_suite(
     label: str = "Frozen",
     model_name: str = "",
     base: TaskSettings | None = None,
-    batch_size: int = 8,
+    batch_size: int = 16,
     scale: float = 1.0,
     variants: Sequence[str] | None = None,
     log=print,
@@ -287,7 +287,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image-size", type=int, default=None, help="Shapes image side (default: the processor's)")
     p.add_argument("--data-dir", default=None, help="folder of a real benchmark's files")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--no-kv-reuse", action="store_true", help="encode every prompt whole (same answers, slower)")
     p.add_argument("--label", default="Frozen", help="row name of this model in the report (e.g. 'Frozen, n=1')")
     p.add_argument("--scale", type=float, default=1.0, help="suite only: multiply every episode count")

@@ -4,14 +4,14 @@ Prompts come from :mod:`frozen_hf.prompting`. Two paths give the same answers:
 
 - the plain path: batches of whole prompts through the processor and ``model.generate`` (greedy);
 - the prefix-reuse path (``reuse_prefix_cache=True``, the default): prompts that share a
-  :class:`~frozen_hf.prompting.PromptPrefix` (task induction + support set) are grouped; the prefix
-  and its images are encoded once into a KV cache, which is copied for every batch of queries of
-  that group; only the query segments and the answer tokens are computed per query.
+  :class:`~frozen_hf.prompting.PromptPrefix` (task induction + support set) are grouped; each prefix
+  and its images are encoded once into a KV cache, whose rows are copied for the queries of its
+  group; only the query segments and the answer tokens are computed per query. The prefixes of
+  several small episodes are encoded side by side, so that their queries decode in one batch.
 
-In the prefix-reuse path the queries of a batch are padded between the shared prefix and their own
-text (``[prefix][pad...][query]``), with position ids that skip the padding, so each row sees
-exactly the positions and keys it would see alone. Groups with a single prompt, or no prefix, go
-through the plain path.
+In the prefix-reuse path every row is laid out ``[pad][prefix][pad][query]``, with position ids
+that skip both paddings, so each row sees exactly the positions and keys it would see alone.
+Groups with a single prompt, or no prefix, go through the plain path.
 
 :func:`score_candidates` / :func:`rank_candidates` give the closed-ended variant: the summed
 log-likelihood of each candidate name as the continuation of the prompt (``" " + name``).
@@ -54,7 +54,9 @@ class EngineStats:
 
 
 def postprocess_answer(text: str, stop_at_newline: bool = True) -> str:
-    """The answer part of generated text: up to the first new line (the next prompt segment), stripped."""
+    """The answer part of generated text: from its first non-blank character up to the next new line (where the
+    next prompt segment would start), stripped."""
+    text = text.lstrip()
     if stop_at_newline:
         text = text.split("\n", 1)[0]
     return text.strip()
@@ -184,37 +186,49 @@ def _greedy_from(
     return out_ids
 
 
-def _encode_prefix(enc: _Encoder, prompt: Prompt):
-    """The prefix's KV cache (batch 1) and its length in tokens."""
-    prefix = prompt.prefix
-    batch = enc.batch([prefix.text], [list(prefix.images)], add_special_tokens=True)
+@dataclass
+class _Prefixes:
+    """KV cache of a batch of distinct prefixes (left padded), one row each."""
+
+    cache: Any
+    attention_mask: torch.Tensor  # (rows, prefix tokens)
+    lengths: torch.Tensor  # real tokens per row
+
+
+def _encode_prefixes(enc: _Encoder, prefixes: Sequence[Any]) -> _Prefixes:
+    """Encodes several prefixes at once (images included); positions skip the left padding, as in `generate`."""
+    batch = enc.batch([p.text for p in prefixes], [list(p.images) for p in prefixes], add_special_tokens=True)
     features = enc.image_features(batch.pop("pixel_values", None))
+    mask = batch["attention_mask"]
+    positions = (mask.long().cumsum(dim=1) - 1).clamp(min=0)
     out = enc.forward(
         input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
+        attention_mask=mask,
+        position_ids=positions,
         mm_encoder_outputs=features,
         logits_to_keep=1,
     )
-    return out.cache, int(batch["input_ids"].shape[1])
+    return _Prefixes(out.cache, mask, mask.long().sum(dim=1))
 
 
-def _encode_queries(enc: _Encoder, prompts: Sequence[Prompt], prefix_cache, prefix_len: int):
-    """Runs the query segments of `prompts` (same prefix) on a copy of the prefix cache.
+def _encode_queries(enc: _Encoder, prompts: Sequence[Prompt], prefixes: _Prefixes, rows: Sequence[int]):
+    """Runs the query segments of `prompts` on a copy of their prefixes' cache (`rows[i]`: the prefix of prompt i).
 
-    Returns (last-position logits, cache, attention mask, last position id per row).
+    Each row is laid out ``[prefix padding][prefix][query padding][query]``, with position ids that skip both
+    paddings. Returns (last-position logits, cache, attention mask, last position id per row).
     """
-    batch_size = len(prompts)
     suffix = enc.batch(
         [p.suffix_text for p in prompts], [list(p.suffix_images) for p in prompts], add_special_tokens=False
     )
     features = enc.image_features(suffix.pop("pixel_values", None))
+    index = torch.tensor(list(rows), dtype=torch.long, device=prefixes.attention_mask.device)
     suffix_mask = suffix["attention_mask"]
-    attention_mask = torch.cat([suffix_mask.new_ones(batch_size, prefix_len), suffix_mask], dim=1)
-    # Positions continue from the prefix and skip the padding, as if each row were alone.
-    position_ids = (prefix_len + suffix_mask.long().cumsum(dim=1) - 1).clamp(min=prefix_len)
-    cache = copy.deepcopy(prefix_cache)
-    if batch_size > 1:
-        cache.batch_repeat_interleave(batch_size)
+    attention_mask = torch.cat([prefixes.attention_mask[index], suffix_mask], dim=1)
+    start = prefixes.lengths[index][:, None]
+    position_ids = torch.maximum(start + suffix_mask.long().cumsum(dim=1) - 1, start)
+    cache = copy.deepcopy(prefixes.cache)
+    if index.numel() != prefixes.attention_mask.shape[0] or bool((index != torch.arange(index.numel())).any()):
+        cache.batch_select_indices(index)
     out = enc.forward(
         input_ids=suffix["input_ids"],
         attention_mask=attention_mask,
@@ -224,6 +238,34 @@ def _encode_queries(enc: _Encoder, prompts: Sequence[Prompt], prefix_cache, pref
         logits_to_keep=1,
     )
     return out.logits[:, -1].float(), out.cache, attention_mask, position_ids[:, -1]
+
+
+def _reuse_units(groups: list[list[int]], batch_size: int) -> list[list[list[int]]]:
+    """Packs prefix groups into units encoded together: as many groups as fit `batch_size` queries (a bigger
+    group alone), so that the decoding steps of small episodes run batched."""
+    units: list[list[list[int]]] = []
+    current: list[list[int]] = []
+    count = 0
+    for group in groups:
+        if current and count + len(group) > batch_size:
+            units.append(current)
+            current, count = [], 0
+        current.append(group)
+        count += len(group)
+    if current:
+        units.append(current)
+    return units
+
+
+def _run_units(enc: _Encoder, prompts: Sequence[Prompt], groups: list[list[int]], batch_size: int, step) -> None:
+    """Encodes the prefixes of each unit once, then calls `step(indices, logits, cache, mask, last)` per query batch."""
+    for unit in _reuse_units(groups, batch_size):
+        prefixes = _encode_prefixes(enc, [prompts[g[0]].prefix for g in unit])
+        items = [(i, row) for row, group in enumerate(unit) for i in group]
+        for chunk in _chunks(items, batch_size):
+            indices = [i for i, _ in chunk]
+            logits, cache, mask, last = _encode_queries(enc, [prompts[i] for i in indices], prefixes, [r for _, r in chunk])
+            step(indices, logits, cache, mask, last)
 
 
 def _plain_generate(enc: _Encoder, prompts: Sequence[Prompt], max_new_tokens: int) -> list[list[int]]:
@@ -271,7 +313,7 @@ def generate_answers(
     prompts: Sequence[Prompt],
     *,
     max_new_tokens: int = 8,
-    batch_size: int = 8,
+    batch_size: int = 16,
     reuse_prefix_cache: bool = True,
     stop_at_newline: bool = True,
     stats: EngineStats | None = None,
@@ -303,14 +345,14 @@ def generate_answers(
     results: list[list[int] | None] = [None] * len(prompts)
     try:
         reuse_groups, plain = _plan(enc, prompts, reuse_prefix_cache, stats)
-        for group in reuse_groups:
-            prefix_cache, prefix_len = _encode_prefix(enc, prompts[group[0]])
-            for chunk in _chunks(group, batch_size):
-                logits, cache, mask, last = _encode_queries(enc, [prompts[i] for i in chunk], prefix_cache, prefix_len)
-                for index, ids in zip(chunk, _greedy_from(enc, logits, cache, mask, last, max_new_tokens)):
-                    results[index] = ids
-            stats.prefix_groups_reused += 1
-            stats.prompts_via_reuse += len(group)
+
+        def decode(indices, logits, cache, mask, last):
+            for index, ids in zip(indices, _greedy_from(enc, logits, cache, mask, last, max_new_tokens)):
+                results[index] = ids
+
+        _run_units(enc, prompts, reuse_groups, batch_size, decode)
+        stats.prefix_groups_reused += len(reuse_groups)
+        stats.prompts_via_reuse += sum(len(g) for g in reuse_groups)
         for chunk in _chunks(plain, batch_size):
             for index, ids in zip(chunk, _plain_generate(enc, [prompts[i] for i in chunk], max_new_tokens)):
                 results[index] = ids
@@ -367,7 +409,7 @@ def score_candidates(
     prompts: Sequence[Prompt],
     candidates: Sequence[Sequence[str]] | None = None,
     *,
-    batch_size: int = 8,
+    batch_size: int = 16,
     reuse_prefix_cache: bool = True,
     stats: EngineStats | None = None,
 ) -> list[list[float]]:
@@ -394,19 +436,25 @@ def score_candidates(
     results: list[list[float] | None] = [None] * len(prompts)
     try:
         reuse_groups, plain = _plan(enc, prompts, reuse_prefix_cache, stats)
-        # Rows of one forward must share their candidate list; chunk accordingly.
-        for group in reuse_groups:
-            prefix_cache, prefix_len = _encode_prefix(enc, prompts[group[0]])
-            for sub in _same_candidates(group, candidates):
-                for chunk in _chunks(sub, batch_size):
-                    logits, cache, mask, last = _encode_queries(
-                        enc, [prompts[i] for i in chunk], prefix_cache, prefix_len
-                    )
-                    scores = _score_from(enc, logits, cache, mask, last, _candidate_ids(enc.tokenizer, candidates[chunk[0]]))
-                    for index, row in zip(chunk, scores.tolist()):
-                        results[index] = row
-            stats.prefix_groups_reused += 1
-            stats.prompts_via_reuse += len(group)
+        # Rows scored together share one candidate list: split groups by it first.
+        scored_groups = [sub for group in reuse_groups for sub in _same_candidates(group, candidates)]
+
+        def score(indices, logits, cache, mask, last):
+            for sub in _same_candidates(indices, candidates):
+                rows = [indices.index(i) for i in sub]
+                sub_cache = cache
+                if len(sub) != len(indices):
+                    sub_cache = copy.deepcopy(cache)
+                    sub_cache.batch_select_indices(torch.tensor(rows, device=logits.device))
+                scores = _score_from(
+                    enc, logits[rows], sub_cache, mask[rows], last[rows], _candidate_ids(enc.tokenizer, candidates[sub[0]])
+                )
+                for index, row in zip(sub, scores.tolist()):
+                    results[index] = row
+
+        _run_units(enc, prompts, scored_groups, batch_size, score)
+        stats.prefix_groups_reused += len(reuse_groups)
+        stats.prompts_via_reuse += sum(len(g) for g in reuse_groups)
         for sub in _same_candidates(plain, candidates):
             for chunk in _chunks(sub, batch_size):
                 batch = enc.batch([prompts[i].text for i in chunk], [prompts[i].images for i in chunk])

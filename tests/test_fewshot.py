@@ -109,7 +109,8 @@ def test_inexact_token_split_falls_back_to_the_plain_path(processor):
 @pytest.mark.parametrize("batch_size", [1, 3])
 def test_closed_ended_scores_match_without_reuse(processor, batch_size):
     model = sensitive_model(processor, 2)
-    prompts = [p for p in episodes() if p.candidates]
+    # An episode with other names in the same batch: rows scored together must share candidates.
+    prompts = [p for p in episodes() if p.candidates] + open_ended_prompts(IMAGES[3:5], ["zup", "fep"], IMAGES[6:8])
     reused = score_candidates(model, processor, prompts, batch_size=batch_size)
     plain = score_candidates(model, processor, prompts, batch_size=batch_size, reuse_prefix_cache=False)
     assert [len(s) for s in reused] == [len(p.candidates) for p in prompts]
