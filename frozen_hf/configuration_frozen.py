@@ -32,6 +32,10 @@ class FrozenConfig(PreTrainedConfig):
             Where the language model came from (Hub id or folder), recorded for model cards and verification.
         language_model_revision (`str`, *optional*):
             The Hub revision (commit) of `language_model_name_or_path`, when known.
+        trained_parts_only (`bool`, *optional*, defaults to `False`):
+            The checkpoint holds only the trained weights (vision encoder and visual prefix projection). `save_pretrained`
+            then writes only those, and `from_pretrained` loads the language model from `language_model_name_or_path`
+            at `language_model_revision` (checking that the revision is the one recorded) and overlays them.
         tie_word_embeddings (`bool`, *optional*, defaults to `False`):
             Forwarded from `text_config` so that weight tying, which reads the top-level config, ties the LM head.
 
@@ -59,6 +63,7 @@ class FrozenConfig(PreTrainedConfig):
     freeze_language_model: bool = True
     language_model_name_or_path: str | None = None
     language_model_revision: str | None = None
+    trained_parts_only: bool = False
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):

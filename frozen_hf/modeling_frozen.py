@@ -520,7 +520,10 @@ class FrozenForConditionalGeneration(FrozenPreTrainedModel, GenerationMixin):
             revision: Hub revision of the language model.
         """
         from transformers import AutoConfig, PreTrainedConfig
+        from transformers.utils.hub import resolve_revision
 
+        # Pin the commit once, so that the config records exactly which LM the vision encoder is trained against.
+        revision = resolve_revision(str(language_model_name_or_path), revision, token=kwargs.get("token"))
         language_model = AutoModelForCausalLM.from_pretrained(language_model_name_or_path, revision=revision, **kwargs)
         if image_token_id is None:
             tokenizer = AutoTokenizer.from_pretrained(language_model_name_or_path, revision=revision)
@@ -538,7 +541,7 @@ class FrozenForConditionalGeneration(FrozenPreTrainedModel, GenerationMixin):
             visual_prefix_length=visual_prefix_length,
             image_token_id=image_token_id,
             language_model_name_or_path=str(language_model_name_or_path),
-            language_model_revision=revision or getattr(language_model.config, "_commit_hash", None),
+            language_model_revision=getattr(revision, "resolved", None) or revision,
         )
         return cls._wrap_language_model(config, language_model)
 
