@@ -69,8 +69,14 @@ AUTO_MAP = {
 # Top-level files of an output folder that belong in the repo; checkpoints, optimizer states, TensorBoard runs and
 # the training arguments pickle stay behind.
 _PUBLISHED_SUFFIXES = (".json", ".safetensors", ".jinja", ".txt", ".model", ".tiktoken")
-_NOT_PUBLISHED = {"training_args.bin", "trainer_state.json", "README.md"}
+_NOT_PUBLISHED = {
+    "training_args.bin", "trainer_state.json", "README.md",
+    # The training program's bookkeeping (run record, counters, checkpoint markers).
+    "frozen_run.json", "frozen_counters.json", "frozen_checkpoint_complete.json",
+}
 WEIGHT_PATTERNS = ["model*.safetensors", "model.safetensors.index.json"]
+# The evaluation numbers behind the card's results table and model-index.
+EVAL_RESULTS_FILE = "eval_results.json"
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
@@ -272,10 +278,11 @@ def stage_output_folder(
         from .modeling_frozen import FrozenForConditionalGeneration
 
         config = FrozenConfig.from_pretrained(source)
-        if not config.freeze_language_model:
+        if not config.freeze_language_model or getattr(config, "language_model_modification", None):
             raise PublishError(
-                "This model's language model was not frozen during training (freeze_language_model=false), so it "
-                "differs from the pretrained one: publish the full checkpoint. Nothing was uploaded."
+                "This model's language model was changed by training (freeze_language_model=false, or a LoRA / "
+                "from-scratch ablation), so it differs from the pretrained one: publish the full checkpoint. "
+                "Nothing was uploaded."
             )
         lm_id, lm_revision = resolve_language_model(config, language_model_repo_id, language_model_revision, token)
         _copy_model_files(source, target, weights=False)
@@ -303,6 +310,9 @@ def stage_output_folder(
         destination = target / repo_path
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(local, destination)
+    results = assets.eval_results_json()
+    if results is not None:
+        (target / EVAL_RESULTS_FILE).write_text(results)
     card = build_model_card(
         source,
         assets.eval_report,

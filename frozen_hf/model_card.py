@@ -8,14 +8,18 @@ and loss curve, the results table and plots, limitations and license notes.
 Cards are deterministic (no dates, no absolute paths): publishing the same folder twice gives byte-identical
 README.md files, so the second push changes nothing.
 
-Evaluation report format (JSON, or the same as a dict)::
+Evaluation reports: any of
+
+- the output folder of `python -m evaluation.run --output <folder>` (its `results.json` records, and its
+  `plot_*.png` plots), or that `results.json` itself, or its `report.json` table;
+- a JSON file or dict in this format::
 
     {
       "results": [                       # also accepted under "rows"
         {"task": "open_ended_mi",        # required
          "metric": "accuracy",           # default "accuracy"
-         "value": 0.45,                  # required (also "score"); or "metrics": {"accuracy": 0.45, ...}
-         "variant": "Frozen",            # default "Frozen"; baselines: "blind", "text oracle", ...
+         "value": 45.5,                  # required (also "score"); or "metrics": {"accuracy": 45.5, ...}
+         "variant": "Frozen",            # the row; default "Frozen"; baselines: "Frozen, blind", "Text oracle (LM)"
          "dataset": "shapes",            # optional dataset id (default: the task name)
          "dataset_name": "Shapes world", # optional display name
          "split": "test",                # optional
@@ -24,7 +28,8 @@ Evaluation report format (JSON, or the same as a dict)::
       "plots": ["fewshot_accuracy.png"]  # optional, relative to the report file
     }
 
-Only the Frozen rows go into `model-index` (baselines are other models); the table shows them all.
+Only the model's own rows (row "Frozen" by default) go into `model-index` (baselines and ablations are other models);
+the card's table shows them all.
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ __all__ = [
 TRAINING_LOG_NAMES = ("training_log.json", "train_log.json", "log_history.json", "trainer_state.json")
 LOSS_CURVE_NAMES = ("loss_curve.png", "training_loss.png", "loss.png")
 # An evaluation report found in the output folder when none is given explicitly.
-EVAL_REPORT_NAMES = ("eval_report.json", "evaluation/report.json", "evaluation/eval_report.json")
+EVAL_REPORT_NAMES = ("eval_report.json", "evaluation", "eval")
 
 # Where the card's images go in the published repo (relative links render on the Hub).
 IMAGES_DIR = "images"
@@ -79,7 +84,6 @@ _BUNDLED_MARKER = ".frozen_hf_complete.json"
 
 GEMMA_TERMS_URL = "https://ai.google.dev/gemma/terms"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-_FROZEN_VARIANTS = {"frozen", "model", "this model", ""}
 # Keys of a training log's recipe that are bookkeeping rather than recipe.
 _RECIPE_SKIP = re.compile(r"(^|_)(dir|path|token|hub|logging|report_to|push|seed_data|run_name)($|_)")
 
@@ -97,15 +101,14 @@ class EvalRow:
     metric: str
     value: float | int | str
 
-    @property
-    def is_frozen(self) -> bool:
-        """Whether the row measures this model (not a blind / oracle / other baseline)."""
-        return self.variant.strip().lower() in _FROZEN_VARIANTS
+    def is_model(self, model_row: str = "Frozen") -> bool:
+        """Whether the row measures the published model itself (not a blind / oracle baseline or an ablation)."""
+        return self.variant.strip().lower() == model_row.strip().lower()
 
 
 @dataclass(frozen=True)
 class CardAssets:
-    """The files a card refers to: repo path -> local file, plus the parsed log and report."""
+    """The files a card refers to (repo path -> local file), plus the parsed training log and evaluation report."""
 
     training_log_path: Path | None
     training_log: dict[str, Any] | None
@@ -123,9 +126,14 @@ class CardAssets:
         out.update(dict(self.plots))
         if self.training_log_path is not None:
             out[self.training_log_path.name] = self.training_log_path
-        if self.eval_report_path is not None:
-            out["eval_report.json"] = self.eval_report_path
         return out
+
+    def eval_results_json(self) -> str | None:
+        """The evaluation results as published beside the card (`eval_results.json`), in this module's format."""
+        if self.eval_report is None:
+            return None
+        results = self.eval_report.get("results", self.eval_report.get("rows"))
+        return json.dumps({"results": results}, indent=2, sort_keys=True, default=str) + "\n"
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -144,24 +152,72 @@ def read_training_log(output_dir: str | os.PathLike) -> tuple[Path | None, dict[
     return None, None
 
 
-def load_eval_report(report: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
-    """An evaluation report from a JSON file or a dict, checked to have results in the documented format."""
-    if isinstance(report, Mapping):
-        data = dict(report)
-    else:
+def load_eval_report(report: str | os.PathLike | Mapping[str, Any] | Sequence[Any]) -> dict[str, Any]:
+    """An evaluation report in this module's format, from any of the accepted sources (see the module docstring).
+
+    Plots named by the result are absolute paths (or relative to the current folder for dicts given directly).
+    """
+    base: Path | None = None
+    if isinstance(report, (str, os.PathLike)):
         path = Path(report)
+        if path.is_dir():
+            found = next((path / n for n in ("results.json", "report.json", "eval_report.json") if (path / n).is_file()), None)
+            if found is None:
+                raise FileNotFoundError(
+                    f"{path} holds no evaluation results (results.json): run `python -m evaluation.run --output "
+                    f"{path} ...` first, or pass the report file."
+                )
+            path = found
         if not path.is_file():
             raise FileNotFoundError(f"Evaluation report {path} does not exist.")
         try:
-            data = json.loads(path.read_text())
+            data: Any = json.loads(path.read_text())
         except ValueError as err:
             raise ValueError(f"The evaluation report {path} is not valid JSON ({err}).") from err
+        base = path.parent
+    else:
+        data = report
+    if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+        data = {"results": [_from_evaluation_record(r) for r in data], "plots": _plots_beside(base)}
+    elif isinstance(data, Mapping) and isinstance(data.get("cells"), Mapping):
+        data = {"results": _from_evaluation_table(data), "plots": _plots_beside(base)}
+    elif isinstance(data, Mapping):
+        data = dict(data)
+        if base is not None and isinstance(data.get("plots"), list):
+            data["plots"] = [str(base / str(p)) for p in data["plots"]]
+        elif base is not None and "plots" not in data:
+            data["plots"] = _plots_beside(base)
     if not isinstance(data, dict) or not isinstance(data.get("results", data.get("rows")), list):
         raise ValueError(
-            "An evaluation report must be a JSON object with a 'results' list of {task, metric, value, ...} "
-            "objects (see frozen_hf.model_card)."
+            "An evaluation report must be evaluation.run's results.json, its report.json, or a JSON object with a "
+            "'results' list of {task, metric, value, ...} objects (see frozen_hf.model_card)."
         )
     return data
+
+
+def _plots_beside(folder: Path | None) -> list[str]:
+    return [str(p) for p in sorted(folder.glob("*.png"))] if folder is not None else []
+
+
+def _from_evaluation_record(record: Any) -> dict[str, Any]:
+    """A record of evaluation.run's results.json (row, task, setting, metric, score, ...) in this module's format."""
+    if not isinstance(record, Mapping) or not {"row", "task", "metric", "score"} <= set(record):
+        raise ValueError(f"Not an evaluation.run result record (needs row, task, metric, score): {record!r}")
+    setting = str(record.get("setting") or "")
+    if record.get("closed_ended") and "closed" not in str(record["row"]):
+        setting = f"{setting}, closed-ended".strip(", ")
+    return {"task": record["task"], "variant": record["row"], "metric": record["metric"], "value": record["score"],
+            "dataset": record["task"], "settings": setting}
+
+
+def _from_evaluation_table(table: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """evaluation.report's report.json (`cells[row][column]`, `metrics[column]`) as rows."""
+    metrics = table.get("metrics") or {}
+    return [
+        {"task": column, "variant": row, "metric": metrics.get(column, "accuracy"), "value": value}
+        for row, cells in table["cells"].items()
+        for column, value in cells.items()
+    ]
 
 
 def _settings_text(settings: Any) -> str:
@@ -215,11 +271,12 @@ def _task_type(task: str) -> str:
     return "image-text-to-text"
 
 
-def eval_results_for_model_index(rows: Sequence[EvalRow]) -> list[EvalResult]:
-    """`model-index` entries for this model's rows (baselines left out), values exactly as reported."""
+def eval_results_for_model_index(rows: Sequence[EvalRow], model_row: str = "Frozen") -> list[EvalResult]:
+    """`model-index` entries for the model's own rows (baselines and ablations left out), values exactly as
+    reported."""
     results = []
     for row in rows:
-        if not row.is_frozen:
+        if not row.is_model(model_row):
             continue
         label = f"{row.metric} ({row.settings})" if row.settings else row.metric
         results.append(
@@ -253,26 +310,23 @@ def collect_card_assets(
     report_path: Path | None = None
     if eval_report is None:
         for name in EVAL_REPORT_NAMES:
-            if (output_dir / name).is_file():
+            if (output_dir / name).exists():
                 eval_report = output_dir / name
                 break
     report = None
     if eval_report is not None:
         report = load_eval_report(eval_report)
-        if not isinstance(eval_report, Mapping):
+        if isinstance(eval_report, (str, os.PathLike)) and Path(eval_report).is_file():
             report_path = Path(eval_report)
 
     plots: list[tuple[str, Path]] = []
-    if report is not None:
-        base = report_path.parent if report_path is not None else output_dir
-        names = report.get("plots")
-        candidates = [base / str(p) for p in names] if isinstance(names, list) else sorted(base.glob("*.png"))
-        for path in candidates:
-            if not path.is_file():
-                raise FileNotFoundError(f"The evaluation report names the plot {path}, which does not exist.")
-            if loss_curve is not None and path.resolve() == loss_curve[1].resolve():
-                continue
-            plots.append((f"{IMAGES_DIR}/{path.name}", path))
+    for name in (report or {}).get("plots") or []:
+        path = Path(name)
+        if not path.is_file():
+            raise FileNotFoundError(f"The evaluation report names the plot {path}, which does not exist.")
+        if loss_curve is not None and path.resolve() == loss_curve[1].resolve():
+            continue
+        plots.append((f"{IMAGES_DIR}/{path.name}", path))
     return CardAssets(log_path, log, loss_curve, report_path, report, tuple(plots))
 
 
@@ -300,7 +354,11 @@ def language_model_reference(config: Any) -> tuple[str | None, str | None]:
     """`(hub_id, note)` for the config's language model: the Hub id to name as `base_model` (None if unknown),
     and a note for the card where the weights are not exactly that repo's (bundled GGUF conversions)."""
     source = getattr(config, "language_model_name_or_path", None) or ""
-    bundled = _bundled_name(source) if source else None
+    spec = str(getattr(config, "language_model_spec", None) or "")
+    if spec.startswith("bundled:") and spec[len("bundled:"):] in BUNDLED_LANGUAGE_MODEL_HUB_IDS:
+        bundled: str | None = spec[len("bundled:"):]
+    else:
+        bundled = _bundled_name(source) if source else None
     if bundled is not None:
         hub_id = BUNDLED_LANGUAGE_MODEL_HUB_IDS[bundled]
         note = (
@@ -375,20 +433,39 @@ def _millions(count: int) -> str:
     return f"{count / 1e6:.1f}M" if count >= 1e5 else f"{count / 1e3:.1f}k"
 
 
+# The settings a reader of the card wants from a training log, in this order (others are left out when present).
+RECIPE_KEYS = (
+    "language_model", "language_model_revision", "vision_config.model_type", "vision_model_name_or_path",
+    "freeze_vision_backbone", "visual_prefix_length", "image_size", "lora", "reinit_language_model",
+    "dataset", "dataset_config", "train_split", "max_train_samples", "shapes_num_train", "caption_template",
+    "train_blind", "max_steps", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps",
+    "learning_rate", "lr_scheduler_type", "warmup_steps", "warmup_ratio", "optim", "adam_beta1", "adam_beta2",
+    "weight_decay", "max_grad_norm", "bf16", "fp16", "activation_checkpointing", "seed",
+)
+
+
 def _recipe(log: Mapping[str, Any] | None) -> list[tuple[str, str]]:
-    """Flat `(setting, value)` rows from a training log: its recipe/config/arguments and final numbers."""
+    """`(setting, value)` rows from a training log: its arguments (the training program's `arguments`, or a
+    `config` / `recipe` section), the run's outcome and its first and last logged loss."""
     if not log:
         return []
-    rows: dict[str, str] = {}
-    for section in ("recipe", "config", "model_args", "data_args", "training_args", "args"):
+    settings: dict[str, Any] = {}
+    for section in ("arguments", "recipe", "config", "model_args", "data_args", "training_args", "args"):
         value = log.get(section)
         if isinstance(value, Mapping):
             for key, item in _flatten(value):
-                if not _RECIPE_SKIP.search(key) and item not in (None, "", [], {}):
-                    rows.setdefault(key, _format(item))
-    for key in ("global_step", "max_steps", "num_train_epochs", "train_runtime", "total_flos", "wall_time_s"):
-        if _is_number(log.get(key)):
-            rows.setdefault(key, _format(log[key]))
+                settings.setdefault(key, item)
+    known = [key for key in RECIPE_KEYS if key in settings]
+    keys = known or [key for key in settings if not _RECIPE_SKIP.search(key)]
+    rows = {key: _format(settings[key]) for key in keys if settings[key] not in (None, "", [], {})}
+    for key in ("status", "global_step", "seconds"):
+        if isinstance(log.get(key), (int, float, str)) and not isinstance(log.get(key), bool):
+            rows.setdefault(key if key != "seconds" else "training time (s)", _format(log[key]))
+    counters = log.get("counters")
+    if isinstance(counters, Mapping):
+        for key, value in sorted(counters.items()):
+            if _is_number(value) and value:
+                rows.setdefault(key.replace("_", " "), _format(value))
     history = log.get("log_history")
     if isinstance(history, list):
         losses = [(e.get("step"), e["loss"]) for e in history if isinstance(e, Mapping) and _is_number(e.get("loss"))]
@@ -418,20 +495,21 @@ def _format(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def _datasets(log: Mapping[str, Any] | None) -> list[str]:
-    """Training data names from a training log's recipe (top level or a `data` section)."""
+def _datasets(log: Mapping[str, Any] | None, config: Any) -> list[str]:
+    """Training data names from the config's training record or the training log's arguments."""
     found: list[str] = []
-    for section in ("recipe", "config", "data_args", "args"):
+    scopes: list[Any] = [getattr(config, "frozen_training", None)]
+    for section in ("arguments", "recipe", "config", "data_args", "args"):
         value = (log or {}).get(section)
-        if not isinstance(value, Mapping):
+        scopes += [value, value.get("data") if isinstance(value, Mapping) else None]
+    for scope in scopes:
+        if not isinstance(scope, Mapping):
             continue
-        scopes = [value] + ([value["data"]] if isinstance(value.get("data"), Mapping) else [])
-        for scope in scopes:
-            for key in ("dataset", "dataset_name", "train_dataset", "datasets"):
-                item = scope.get(key)
-                for name in item if isinstance(item, list) else [item]:
-                    if isinstance(name, str) and name and name not in found:
-                        found.append(name)
+        for key in ("dataset", "dataset_name", "train_dataset", "datasets"):
+            item = scope.get(key)
+            for name in item if isinstance(item, list) else [item]:
+                if isinstance(name, str) and name and name not in found:
+                    found.append(name)
     return found
 
 
@@ -506,10 +584,17 @@ def build_model_card(
     hub_id, note = language_model_reference(config)
     if language_model_repo_id:
         hub_id, note = language_model_repo_id, None
+    modification = getattr(config, "language_model_modification", None)
+    if modification:
+        what = {"lora": "fine-tuned with LoRA adapters (merged)", "scratch": "re-initialised and trained from scratch"}
+        note = " ".join(filter(None, [note, (
+            f"**Ablation:** this model's language model is not frozen: it was {what.get(modification, modification)} "
+            "during training, so its weights differ from the base model's."
+        )]))
     revision = language_model_revision or (config.language_model_revision if hub_id and not note else None)
 
     rows = eval_rows(assets.eval_report) if assets.eval_report is not None else []
-    datasets = list(datasets) if datasets is not None else _datasets(assets.training_log)
+    datasets = list(datasets) if datasets is not None else _datasets(assets.training_log, config)
     license_metadata, license_text = _license(config, hub_id, license)
     model_name = repo_id.split("/")[-1]
     card_data = ModelCardData(
