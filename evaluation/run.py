@@ -57,7 +57,8 @@ def _suite(name: str) -> list[tuple[str, dict[str, Any], tuple[str, ...]]]:
     if name == "demo":
         # Sized for about 3 minutes on 2 CPU cores with SmolLM2-135M at 64 px (see the README).
         return [
-            ("shapes_captions", {"num_episodes": 40}, ("frozen", "blind")),
+            ("shapes_captions", {"num_episodes": 200}, ("frozen",)),
+            ("shapes_captions", {"num_episodes": 40}, ("blind",)),
             ("shapes_vqa", {"shots": 0, "num_episodes": 60}, VARIANTS),
         ] + [(t, dict(s, num_episodes=s["num_episodes"] // 2), v) for t, s, v in binding]
     if name == "full":
