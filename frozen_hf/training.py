@@ -779,6 +779,10 @@ class FrozenTrainer(Trainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         self._add_counts(pop_counters(inputs))
+        if self.args.nonfinite_loss == "skip" and getattr(self, "_buffers_before_step", None) is None:
+            # The forward pass updates buffers (BatchNorm running statistics) before the loss can be checked; a
+            # skipped step must not keep what a NaN forward wrote there, or the next checkpoint save refuses.
+            self._buffers_before_step = _trained_buffers(self.accelerator.unwrap_model(model), clone=True)
         loss = super().training_step(model, inputs, num_items_in_batch)
         if not bool(torch.isfinite(loss).all()):
             self._nonfinite_loss_seen = True
@@ -813,6 +817,7 @@ class FrozenTrainer(Trainer):
             p.grad is not None and not bool(torch.isfinite(p.grad).all()) for p in parameters
         )
         self._nonfinite_loss_seen = False
+        buffers_before_step, self._buffers_before_step = getattr(self, "_buffers_before_step", None), None
         flag = torch.tensor(float(bad), device=self.args.device)
         if self.accelerator.num_processes > 1:
             flag = self.accelerator.reduce(flag, reduction="sum")
@@ -823,6 +828,11 @@ class FrozenTrainer(Trainer):
         if self.args.nonfinite_loss == "skip":
             for parameter in parameters:
                 parameter.grad = None  # torch optimizers leave parameters without gradients untouched
+            if buffers_before_step:
+                current = _trained_buffers(model)
+                with torch.no_grad():
+                    for name, saved in buffers_before_step.items():
+                        current[name].copy_(saved)
             self.counters["skipped_steps"] += 1
             logger.warning("Non-finite loss or gradient at step %d: optimizer step skipped.", step)
             if self.counters["skipped_steps"] > self.args.max_skipped_steps:
@@ -942,6 +952,15 @@ class FrozenTrainer(Trainer):
             )
         if load_result.unexpected_keys:
             logger.warning("Ignoring unexpected checkpoint keys: %s", load_result.unexpected_keys[:10])
+
+
+def _trained_buffers(model, clone: bool = False) -> dict[str, torch.Tensor]:
+    """The buffers of the trained parts (vision encoder and projection), cloned or live."""
+    return {
+        name: buffer.detach().clone() if clone else buffer
+        for name, buffer in model.named_buffers()
+        if name.startswith(("model.vision_model.", "model.visual_prefix."))
+    }
 
 
 def _check_checkpoint_state(model, state_dict: dict[str, torch.Tensor], where: str) -> None:
