@@ -33,6 +33,7 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RevisionNo
 from huggingface_hub.utils import validate_repo_id
 
 from .model_card import build_model_card, collect_card_assets
+from .modeling_frozen import TRAINED_PARTS
 
 __all__ = [
     "CommitFailedError",
@@ -221,31 +222,46 @@ def resolve_language_model(
     return name, sha
 
 
-def _check_language_model_matches(model: Any, name: str, revision: str, token: str | None) -> None:
-    """Refuses to publish vision weights against a Hub LM whose weights differ from the one they were trained with."""
-    import torch
+def _check_language_model_matches(output_dir: Path, name: str, revision: str) -> None:
+    """Refuses to publish vision weights against a Hub LM whose tensors differ from the ones they were trained with
+    (e.g. a bundled, de-quantized LM referenced by the id of the original)."""
+    from .verify import VerificationError, verify_language_model
 
-    from .modeling_frozen import load_frozen_language_model
-
-    config = model.config.__class__.from_dict(model.config.to_dict())
-    config.language_model_name_or_path, config.language_model_revision = name, revision
-    language_model = load_frozen_language_model(config, token=token, dtype=model.dtype)
-    pairs = [(model.language_model.state_dict(), language_model.base_model.state_dict(), "")]
-    if getattr(model, "lm_head", None) is not None and language_model.get_output_embeddings() is not None:
-        pairs.append((model.lm_head.state_dict(), language_model.get_output_embeddings().state_dict(), "lm_head."))
-    differing = []
-    for trained, reference, prefix in pairs:
-        for key in sorted(set(trained) | set(reference)):
-            mine, theirs = trained.get(key), reference.get(key)
-            if mine is None or theirs is None or mine.shape != theirs.shape or not torch.equal(mine, theirs.to(mine.dtype)):
-                differing.append(prefix + key)
-    if differing:
+    try:
+        report = verify_language_model(output_dir, base=name, revision=revision)
+    except VerificationError as err:
+        raise PublishError(f"Cannot check the language model against {name!r}: {err}. Nothing was uploaded.") from err
+    if not report.ok:
+        problems = [m.checkpoint_name for m in report.differing] + report.missing_in_checkpoint + report.missing_in_base
         raise PublishError(
             f"The language model in this output folder differs from {name!r} at revision {revision} "
-            f"({len(differing)} tensors, e.g. {differing[:3]}): a trained-parts-only checkpoint would load its vision "
+            f"({len(problems)} tensors, e.g. {problems[:3]}): a trained-parts-only checkpoint would load its vision "
             "weights on the wrong LM. Reference the exact LM the model was trained with, or publish the full "
             "checkpoint (the default). Nothing was uploaded."
         )
+
+
+def _write_trained_parts(source: Path, target: Path, name: str, revision: str) -> None:
+    """The trained tensors of a full checkpoint as `model.safetensors`, and its config marked trained-parts-only.
+
+    Read from the files rather than a loaded model, so that a large LM is never loaded to publish a few MB.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    prefixes = tuple(f"model.{part}" for part in TRAINED_PARTS)
+    tensors = {}
+    for path in sorted(source.glob("model*.safetensors")):
+        with safe_open(str(path), framework="pt") as handle:
+            for key in handle.keys():
+                if key.startswith(prefixes):
+                    tensors[key] = handle.get_tensor(key)
+    if not tensors:
+        raise InvalidOutputFolderError(f"{source} holds no vision encoder or projection weights to publish.")
+    save_file(tensors, str(target / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads((source / "config.json").read_text())
+    config.update(trained_parts_only=True, language_model_name_or_path=name, language_model_revision=revision)
+    (target / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def stage_output_folder(
@@ -265,7 +281,7 @@ def stage_output_folder(
     """Writes into `staging_dir` exactly what `publish` uploads; returns it. No upload happens here.
 
     Full checkpoints are copied byte for byte (so a second push finds nothing changed); trained-parts-only
-    checkpoints are re-saved from the loaded model with the LM's Hub id and commit in the config.
+    checkpoints keep the trained tensors only, with the LM's Hub id and commit in the config.
     """
     source = check_output_folder(output_dir)
     target = Path(staging_dir)
@@ -275,7 +291,6 @@ def stage_output_folder(
 
     if trained_parts_only or config_json.get("trained_parts_only"):
         from .configuration_frozen import FrozenConfig
-        from .modeling_frozen import FrozenForConditionalGeneration
 
         config = FrozenConfig.from_pretrained(source)
         if not config.freeze_language_model or getattr(config, "language_model_modification", None):
@@ -286,20 +301,9 @@ def stage_output_folder(
             )
         lm_id, lm_revision = resolve_language_model(config, language_model_repo_id, language_model_revision, token)
         _copy_model_files(source, target, weights=False)
-        if config_json.get("trained_parts_only"):
-            # Already a small checkpoint: its weights are the trained parts.
-            for path in source.glob("model*.safetensors"):
-                shutil.copy2(path, target / path.name)
-            config.language_model_name_or_path, config.language_model_revision = lm_id, lm_revision
-            config.save_pretrained(target)
-        else:
-            model = FrozenForConditionalGeneration.from_pretrained(source)
-            if verify_language_model:
-                _check_language_model_matches(model, lm_id, lm_revision, token)
-            model.config.trained_parts_only = True
-            model.config.language_model_name_or_path = lm_id
-            model.config.language_model_revision = lm_revision
-            model.save_pretrained(target)
+        if verify_language_model and not config_json.get("trained_parts_only"):
+            _check_language_model_matches(source, lm_id, lm_revision)
+        _write_trained_parts(source, target, lm_id, lm_revision)
         trained_parts_only = True
     else:
         _copy_model_files(source, target, weights=True)
@@ -379,8 +383,8 @@ def publish(
         language_model_repo_id / language_model_revision: the LM's Hub id and revision for a trained-parts-only
             checkpoint, where the model's config does not name a Hub LM (default: the config's).
         license / datasets: card metadata where the LM and the training log do not say.
-        verify_language_model: for trained-parts-only, check that the Hub LM's weights equal the trained model's
-            (downloads the LM once) before uploading.
+        verify_language_model: for trained-parts-only, check with `frozen_hf.verify` that every tensor of the Hub
+            LM equals the trained model's (downloads the LM's weights once) before uploading.
 
     Returns:
         The `CommitInfo` of the commit; when nothing changed, no commit is made and its `oid` is the current head.

@@ -609,7 +609,7 @@ def build_model_card(
     )
     if template_path is None:
         template_path = default_template_path()
-    return ModelCard.from_template(
+    card = ModelCard.from_template(
         card_data,
         template_path=str(template_path),
         title=f"{model_name}: a Frozen vision encoder for {hub_id or config.text_config.model_type}",
@@ -634,6 +634,8 @@ def build_model_card(
         plots=[{"path": repo_path, "title": Path(repo_path).stem.replace("_", " ")} for repo_path, _ in assets.plots],
         license_text=license_text,
     )
+    # The template's optional blocks leave runs of blank lines behind; one is enough in markdown.
+    return ModelCard(re.sub(r"\n{3,}", "\n\n", str(card)))
 
 
 def usage_snippet(card: ModelCard | str) -> str:

