@@ -379,7 +379,9 @@ def publish(
         trained_parts_only: upload only the vision encoder and projection (a few MB); the config references the
             language model by Hub id and commit, and loading fetches it from there and checks the commit.
         create_pr: open a pull request instead of committing to the branch.
-        eval_report: the evaluation report for the card's results and `model-index` (JSON path or dict).
+        eval_report: the evaluation results for the card's table and `model-index`: an `evaluation.run --output`
+            folder, its `results.json`, a report JSON or dict (see `frozen_hf.model_card`); default: one found in
+            `output_dir` (`evaluation/`, `eval/`, `eval_report.json`).
         language_model_repo_id / language_model_revision: the LM's Hub id and revision for a trained-parts-only
             checkpoint, where the model's config does not name a Hub LM (default: the config's).
         license / datasets: card metadata where the LM and the training log do not say.
@@ -478,7 +480,9 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument("--trained-parts-only", action="store_true",
                       help="upload only the vision encoder + projection; the LM is referenced by Hub id and commit")
     push.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
-    push.add_argument("--eval-report", default=None, help="evaluation report JSON for the card's results")
+    push.add_argument("--eval-report", default=None,
+                      help="evaluation results for the card: an evaluation.run --output folder, its results.json, "
+                           "or a report JSON (default: <output_dir>/evaluation or eval_report.json if present)")
     push.add_argument("--language-model-repo", default=None, help="Hub id of the LM (trained-parts-only)")
     push.add_argument("--language-model-revision", default=None, help="revision of that LM (trained-parts-only)")
     push.add_argument("--license", default=None, help="license id for the card, where the LM imposes none")
