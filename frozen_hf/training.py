@@ -40,6 +40,7 @@ from typing import Any, Sequence
 
 import torch
 from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SaveStrategy, rotate_checkpoints
 
 from .collator import COUNTER_KEYS, FrozenCaptionCollator, pop_counters, undecoded_images
@@ -888,14 +889,13 @@ class FrozenTrainer(Trainer):
                 self.state.best_model_checkpoint = best_dir
         if self.args.should_save:
             for callback in self.callback_handler.callbacks + [self.control]:
-                if hasattr(callback, "state") and callable(callback.state) and hasattr(callback, "__class__"):
+                if isinstance(callback, ExportableState):
                     callback_name = callback.__class__.__name__
-                    if callback_name in self.state.stateful_callbacks:
-                        callback_state = callback.state()
-                        if isinstance(self.state.stateful_callbacks[callback_name], list):
-                            self.state.stateful_callbacks[callback_name].append(callback_state)
-                        else:
-                            self.state.stateful_callbacks[callback_name] = callback_state
+                    callback_state = callback.state()
+                    if isinstance(self.state.stateful_callbacks.get(callback_name), list):
+                        self.state.stateful_callbacks[callback_name].append(callback_state)
+                    else:
+                        self.state.stateful_callbacks[callback_name] = callback_state
             self.state.save_to_json(os.path.join(staging, "trainer_state.json"))
             _write_json(os.path.join(staging, COUNTERS_FILE), counters)
         self.accelerator.wait_for_everyone()

@@ -10,6 +10,7 @@ matching one process.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -472,3 +473,17 @@ def test_two_process_ddp_matches_one_process(assets, tmp_path):
     one, two = _vision_state(tmp_path / "one"), _vision_state(tmp_path / "two")
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5)
+
+
+def test_validation_perplexity_and_best_model(assets, tmp_path):
+    data = write_caption_imagefolder(tmp_path / "data", num_images=16, validation=8)
+    result = _run(
+        assets, tmp_path, data_dir=data, eval_split="validation", eval_strategy="steps", eval_steps=2,
+        save_steps=2, max_steps=4, early_stopping_patience=5,
+    )
+    log = json.loads((Path(result.output_dir) / "training_log.json").read_text())
+    evals = [entry for entry in log["log_history"] if "eval_loss" in entry]
+    assert len(evals) >= 2
+    assert all(entry["eval_perplexity"] == pytest.approx(math.exp(entry["eval_loss"])) for entry in evals)
+    assert "eval_perplexity" in result.metrics
+    _assert_lm_equal(result.output_dir, assets["lm"], expect_equal=True)
