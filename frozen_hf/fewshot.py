@@ -77,6 +77,15 @@ def _pad_id(tokenizer, eos_ids: list[int]) -> int:
     return eos_ids[0] if eos_ids else 0
 
 
+def _cut_at_eos(rows: list[list[int]], eos_ids: Sequence[int]) -> list[list[int]]:
+    """Each generated row up to (not including) its first end-of-sequence token."""
+    cut = []
+    for row in rows:
+        end = next((index for index, token in enumerate(row) if token in eos_ids), len(row))
+        cut.append(row[:end])
+    return cut
+
+
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -174,16 +183,7 @@ def _greedy_from(
         )
         cache = out.cache
         logits = out.logits[:, -1].float()
-    tokens = torch.stack(generated, dim=1).tolist()
-    out_ids = []
-    for row in tokens:
-        kept = []
-        for token in row:
-            if token in enc.eos_ids:
-                break
-            kept.append(token)
-        out_ids.append(kept)
-    return out_ids
+    return _cut_at_eos(torch.stack(generated, dim=1).tolist(), enc.eos_ids)
 
 
 @dataclass
@@ -278,16 +278,7 @@ def _plain_generate(enc: _Encoder, prompts: Sequence[Prompt], max_new_tokens: in
         pad_token_id=enc.pad_id,
     )
     output = enc.model.generate(**batch, generation_config=config)
-    new_tokens = output[:, batch["input_ids"].shape[1] :].tolist()
-    out_ids = []
-    for row in new_tokens:
-        kept = []
-        for token in row:
-            if token in enc.eos_ids:
-                break
-            kept.append(token)
-        out_ids.append(kept)
-    return out_ids
+    return _cut_at_eos(output[:, batch["input_ids"].shape[1] :].tolist(), enc.eos_ids)
 
 
 def _plan(enc: _Encoder, prompts: Sequence[Prompt], reuse_prefix_cache: bool, stats: EngineStats):
