@@ -73,7 +73,7 @@ def run(results: Results, size: BenchSize, device: str = "cpu", dtype: torch.dty
         return run_once
 
     times = interleaved_times(
-        {"without reuse": call(False), "with KV reuse": call(True)}, rounds=size.fewshot_rounds, warmup=0,
+        {"without reuse": call(False), "with KV reuse": call(True)}, rounds=size.fewshot_rounds, warmup=1,
         device=device,
     )
     same = outputs["reuse"] == outputs["plain"]
