@@ -127,8 +127,8 @@ class FrozenCaptionCollator:
     Each row becomes ``caption_template.format(caption=...)`` (which must hold exactly one
     ``<image>``), followed by the tokenizer's end-of-sequence token when ``append_eos`` is set,
     so that a trained model stops after one caption. Labels come from
-    [`FrozenProcessor.create_labels`]: image placeholders, padding and the template's own text
-    before the caption are ignored; only the caption (and EOS) is learned.
+    [`FrozenProcessor.create_labels`]: every text token is learned (the template's own words
+    included), image placeholders and padding are ignored.
 
     Args:
         processor: the [`FrozenProcessor`] of the model being trained.
@@ -141,7 +141,6 @@ class FrozenCaptionCollator:
             for no limit.
         train_blind: replace every image by a black one (the paper's "train-blind" baseline);
             images are then not decoded at all.
-        learn_template_text: also learn the template's fixed text around the caption.
     """
 
     processor: Any
@@ -151,7 +150,6 @@ class FrozenCaptionCollator:
     append_eos: bool = True
     max_length: int | None = None
     train_blind: bool = False
-    learn_template_text: bool = False
     _warned: set = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -210,31 +208,8 @@ class FrozenCaptionCollator:
         if self.max_length is not None:
             kwargs.update(truncation=True, max_length=self.max_length)
         batch = dict(self.processor(text=texts, images=[[image] for image in images], **kwargs))
-        labels = self.processor.create_labels(batch["input_ids"], batch["attention_mask"])
-        if not self.learn_template_text:
-            self._ignore_template_text(labels, batch["attention_mask"])
-        batch["labels"] = labels
+        batch["labels"] = self.processor.create_labels(batch["input_ids"], batch["attention_mask"])
         return batch
-
-    def _ignore_template_text(self, labels: torch.Tensor, attention_mask: torch.Tensor) -> None:
-        """Ignores the template's fixed text before ``{caption}`` (and after ``<image>``), e.g. "Caption:"."""
-        prefix = self.caption_template.split("{caption}")[0]
-        after_image = prefix.split(self.processor.image_token, 1)[1]
-        if not after_image.strip():
-            return
-        before_image = prefix.split(self.processor.image_token, 1)[0]
-        tokenizer = self.processor.tokenizer
-        num_ignored = len(tokenizer(after_image, add_special_tokens=False)["input_ids"])
-        num_before = len(tokenizer(before_image, add_special_tokens=False)["input_ids"]) if before_image else 0
-        placeholder_id = self.processor.image_token_id
-        for row in range(labels.shape[0]):
-            positions = (attention_mask[row] != 0).nonzero().flatten()
-            if len(positions) == 0:
-                continue
-            # Left padding: real tokens start at positions[0].
-            start = int(positions[0]) + num_before + self.processor.visual_prefix_length
-            labels[row, start : start + num_ignored] = IGNORE_INDEX
-        labels[labels == placeholder_id] = IGNORE_INDEX
 
     def _warn_once(self, kind: str, message: str) -> None:
         if kind not in self._warned:

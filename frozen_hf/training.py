@@ -271,7 +271,6 @@ class FrozenTrainingArguments(TrainingArguments):
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Replace an earlier Frozen run in output_dir (never other folders)."}
     )
-    eval_max_new_tokens: int = field(default=24, metadata={"help": "Tokens per sample caption in the report."})
 
     def __post_init__(self) -> None:
         if self.nonfinite_loss not in ("stop", "skip"):
@@ -748,6 +747,13 @@ class FrozenTrainer(Trainer):
         self._pending_counts = {key: 0 for key in COUNTER_KEYS}
         self.counters = {"skipped_images": 0, "skipped_captions": 0, "skipped_steps": 0}
 
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        if isinstance(resume_from_checkpoint, str):
+            counters_path = os.path.join(resume_from_checkpoint, COUNTERS_FILE)
+            if os.path.isfile(counters_path):
+                self.counters.update(json.loads(Path(counters_path).read_text()))
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
     # -- counters
 
     def _add_counts(self, counts: dict[str, int]) -> None:
@@ -938,9 +944,6 @@ class FrozenTrainer(Trainer):
         state_dict = load_file(path, device="cpu")
         _check_checkpoint_state(target, state_dict, resume_from_checkpoint)
         target.load_state_dict(state_dict, strict=False)
-        counters_path = os.path.join(resume_from_checkpoint, COUNTERS_FILE)
-        if os.path.isfile(counters_path):
-            self.counters.update(json.loads(Path(counters_path).read_text()))
 
     def _issue_warnings_after_load(self, load_result) -> None:
         model = self.accelerator.unwrap_model(self.model)
@@ -1019,7 +1022,7 @@ _OPERATIONAL_FIELDS = {
     "dataloader_persistent_workers", "dataloader_prefetch_factor", "dataloader_multiprocessing_context",
     "push_to_hub", "hub_token", "hub_private_repo", "hub_model_id", "hub_strategy", "hub_always_push",
     "hub_revision", "local_rank", "ddp_timeout", "skip_memory_metrics", "do_train", "do_eval", "do_predict",
-    "trackio_space_id", "trackio_bucket_id", "trackio_static_space_id", "eval_max_new_tokens",
+    "trackio_space_id", "trackio_bucket_id", "trackio_static_space_id",
     "per_device_eval_batch_size", "eval_accumulation_steps", "debug",
 }
 
