@@ -1164,6 +1164,11 @@ def patch_client_constants(monkeypatch: Any, server: HubServer, home: str) -> No
         module = sys.modules.get(module_name)
         if module is not None and hasattr(module, attr):
             monkeypatch.setattr(module, attr, value)
+    # transformers keeps one shared `HfApi`, whose endpoint is fixed when first created: whatever test created it
+    # first (against the real Hub or an earlier, stopped loopback server) would otherwise keep being asked.
+    transformers_hub = sys.modules.get("transformers.utils.hub")
+    if transformers_hub is not None and hasattr(transformers_hub, "_hf_api"):
+        monkeypatch.setattr(transformers_hub, "_hf_api", None)
 
 
 def run_python(

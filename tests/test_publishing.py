@@ -60,15 +60,6 @@ EVAL_REPORT = {
 }
 
 
-@pytest.fixture(autouse=True)
-def fresh_transformers_hub_client(hub_server, monkeypatch):
-    """transformers keeps one shared `HfApi` whose endpoint is fixed when first used: in a session with several
-    loopback servers it would keep asking the first one (now stopped) to resolve revisions."""
-    import transformers.utils.hub
-
-    monkeypatch.setattr(transformers.utils.hub, "_hf_api", None)
-
-
 def png(width: int = 4, height: int = 3) -> bytes:
     """A valid tiny PNG, written by hand so the fixture does not depend on a plotting library."""
     raw = b"".join(b"\x00" + bytes([200, 30, 30]) * width for _ in range(height))
