@@ -250,6 +250,7 @@ class _Prefixes:
     cache: Any
     attention_mask: torch.Tensor  # (rows, prefix tokens)
     lengths: torch.Tensor  # real tokens per row
+    last_logits: torch.Tensor  # (rows, vocab): the next-token logits after each prefix
 
 
 def _encode_prefixes(enc: _Encoder, prefixes: Sequence[Any]) -> _Prefixes:
@@ -265,7 +266,7 @@ def _encode_prefixes(enc: _Encoder, prefixes: Sequence[Any]) -> _Prefixes:
         mm_encoder_outputs=features,
         logits_to_keep=1,
     )
-    return _Prefixes(out.cache, mask, mask.long().sum(dim=1))
+    return _Prefixes(out.cache, mask, mask.long().sum(dim=1), out.logits[:, -1].float())
 
 
 def _encode_queries(enc: _Encoder, prompts: Sequence[Prompt], prefixes: _Prefixes, rows: Sequence[int]):
@@ -509,19 +510,9 @@ def score_candidates(
         stats.prompts_via_reuse += sum(len(g) for g in reuse_groups)
         for sub in _same_candidates(plain, candidates):
             for chunk in _chunks(sub, batch_size):
-                batch = enc.batch([prompts[i].text for i in chunk], [prompts[i].images for i in chunk])
-                features = enc.image_features(batch.pop("pixel_values", None))
-                mask = batch["attention_mask"]
-                positions = (mask.long().cumsum(dim=1) - 1).clamp(min=0)
-                out = enc.forward(
-                    input_ids=batch["input_ids"],
-                    attention_mask=mask,
-                    position_ids=positions,
-                    mm_encoder_outputs=features,
-                    logits_to_keep=1,
-                )
+                encoded = _encode_prefixes(enc, [prompts[i] for i in chunk])
                 scores = _score_from(
-                    enc, out.logits[:, -1].float(), out.cache, mask, positions[:, -1],
+                    enc, encoded.last_logits, encoded.cache, encoded.attention_mask, encoded.lengths - 1,
                     _candidate_ids(enc.tokenizer, candidates[chunk[0]]),
                 )
                 for index, row in zip(chunk, scores.tolist()):
