@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 from transformers import GenerationConfig, StoppingCriteria
+from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .prompting import Prompt
@@ -41,6 +42,10 @@ __all__ = [
 ]
 
 
+# Cache layer updates that build new tensors rather than write into existing ones (see `_cache_rows`).
+_APPENDING_UPDATES = (DynamicLayer.update, DynamicSlidingWindowLayer.update)
+
+
 @dataclass
 class EngineStats:
     """Counters of one engine call, for benchmarks and reports."""
@@ -52,6 +57,11 @@ class EngineStats:
     fallbacks: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+
+    def note(self, message: str) -> None:
+        """Records `message` once."""
+        if message not in self.notes:
+            self.notes.append(message)
 
 
 def postprocess_answer(text: str, stop_at_newline: bool = True) -> str:
@@ -180,8 +190,9 @@ class _Encoder:
             self.tokenizer.padding_side = saved
         return {k: v.to(self.device) for k, v in encoded.items() if k in ("input_ids", "attention_mask", "pixel_values")}
 
-    def split_is_exact(self, prompt: Prompt) -> bool:
-        """Whether tokenizing prefix and suffix separately gives the whole prompt's tokens.
+    def split_lengths(self, prompt: Prompt) -> tuple[int, int] | None:
+        """Token counts of the prompt's prefix and suffix (image markers expanded), or None when tokenizing them
+        separately does not give the whole prompt's tokens (then the prefix cannot be reused).
 
         Image markers are special tokens, so the check on unexpanded text is the check on the expanded one.
         """
@@ -189,7 +200,24 @@ class _Encoder:
         whole = tok(prompt.text, add_special_tokens=True)["input_ids"]
         head = tok(prompt.prefix.text, add_special_tokens=True)["input_ids"]
         tail = tok(prompt.suffix_text, add_special_tokens=False)["input_ids"]
-        return list(whole) == list(head) + list(tail)
+        if list(whole) != list(head) + list(tail):
+            return None
+        marker = self.processor.image_token_id
+        extra = self.processor.visual_prefix_length - 1
+        return len(head) + extra * list(head).count(marker), len(tail) + extra * list(tail).count(marker)
+
+    def sliding_window(self) -> int | None:
+        """The LM's sliding attention window, if any of its layers has one.
+
+        Rows of the reuse path carry padding between prefix and query; sliding-window masks count cache slots,
+        not positions, so such a row sees the keys it would see alone only while the whole row fits the window.
+        """
+        text_config = self.model.config.text_config
+        window = getattr(text_config, "sliding_window", None)
+        layer_types = getattr(text_config, "layer_types", None)
+        if not window or (layer_types is not None and "sliding_attention" not in layer_types):
+            return None
+        return int(window)
 
     def image_features(self, pixel_values: torch.Tensor | None) -> dict | None:
         if pixel_values is None or pixel_values.shape[0] == 0:
@@ -253,6 +281,22 @@ class _Prefixes:
     last_logits: torch.Tensor  # (rows, vocab): the next-token logits after each prefix
 
 
+def _cache_rows(cache, index: torch.Tensor):
+    """A new cache holding rows `index` of `cache`, which stays as it was.
+
+    Dynamic cache layers replace their tensors on every update (`torch.cat`) instead of writing into them, so the
+    new cache can start from index-selected tensors without copying the whole cache first.
+    """
+    if not all(type(layer).update in _APPENDING_UPDATES for layer in cache.layers):
+        cache = copy.deepcopy(cache)
+        cache.batch_select_indices(index)
+        return cache
+    selected = copy.copy(cache)
+    selected.layers = [copy.copy(layer) for layer in cache.layers]
+    selected.batch_select_indices(index)
+    return selected
+
+
 def _encode_prefixes(enc: _Encoder, prefixes: Sequence[Any]) -> _Prefixes:
     """Encodes several prefixes at once (images included); positions skip the left padding, as in `generate`."""
     batch = enc.batch([p.text for p in prefixes], [list(p.images) for p in prefixes], add_special_tokens=True)
@@ -284,9 +328,7 @@ def _encode_queries(enc: _Encoder, prompts: Sequence[Prompt], prefixes: _Prefixe
     attention_mask = torch.cat([prefixes.attention_mask[index], suffix_mask], dim=1)
     start = prefixes.lengths[index][:, None]
     position_ids = torch.maximum(start + suffix_mask.long().cumsum(dim=1) - 1, start)
-    cache = copy.deepcopy(prefixes.cache)
-    if index.numel() != prefixes.attention_mask.shape[0] or bool((index != torch.arange(index.numel())).any()):
-        cache.batch_select_indices(index)
+    cache = _cache_rows(prefixes.cache, index)
     out = enc.forward(
         input_ids=suffix["input_ids"],
         attention_mask=attention_mask,
@@ -342,20 +384,35 @@ def _plain_generate(
     return _cut_at_eos(output[:, batch["input_ids"].shape[1] :].tolist(), enc.eos_ids)
 
 
-def _plan(enc: _Encoder, prompts: Sequence[Prompt], reuse_prefix_cache: bool, stats: EngineStats):
-    """Splits prompt indices into reusable prefix groups and the rest (plain path)."""
-    reuse_groups: list[list[int]] = []
+def _plan(enc: _Encoder, prompts: Sequence[Prompt], reuse_prefix_cache: bool, stats: EngineStats, new_tokens: int):
+    """Splits prompt indices into reusable prefix groups and the rest (plain path).
+
+    `new_tokens`: how many tokens each row grows by after its prompt (answer or candidate tokens).
+    """
+    candidates: list[tuple[list[int], int, int]] = []  # (group, prefix tokens, longest suffix tokens)
     plain: list[int] = []
     for group in _group_by_prefix(prompts):
         first = prompts[group[0]]
         if reuse_prefix_cache and len(group) > 1 and first.prefix.text:
-            if enc.split_is_exact(first):
-                reuse_groups.append(group)
+            lengths = [enc.split_lengths(prompts[i]) for i in group]
+            if all(length is not None for length in lengths):
+                candidates.append((group, lengths[0][0], max(length[1] for length in lengths)))
                 continue
             stats.fallbacks += len(group)
-            stats.notes.append("prefix/suffix tokenization differs from the whole prompt's: plain path used")
+            stats.note("prefix/suffix tokenization differs from the whole prompt's: plain path used")
         plain.extend(group)
-    return reuse_groups, sorted(plain)
+    window = enc.sliding_window()
+    if window is not None and candidates:
+        # Rows packed together are as wide as the longest prefix plus the longest suffix among them.
+        longest_suffix = max(suffix for _, _, suffix in candidates)
+        fitting = [c for c in candidates if c[1] + longest_suffix + new_tokens < window]
+        for group, _, _ in candidates:
+            if not any(group is kept for kept, _, _ in fitting):
+                plain.extend(group)
+                stats.fallbacks += len(group)
+                stats.note(f"prompt too long for the LM's {window}-token sliding attention window: plain path used")
+        candidates = fitting
+    return [group for group, _, _ in candidates], sorted(plain)
 
 
 @torch.no_grad()
@@ -396,7 +453,7 @@ def generate_answers(
     enc = _Encoder(model, processor)
     results: list[list[int] | None] = [None] * len(prompts)
     try:
-        reuse_groups, plain = _plan(enc, prompts, reuse_prefix_cache, stats)
+        reuse_groups, plain = _plan(enc, prompts, reuse_prefix_cache, stats, max_new_tokens)
         answer_end = _AnswerEnd(enc.tokenizer, enc.device) if stop_at_newline else None
 
         def decode(indices, logits, cache, mask, last):
@@ -488,7 +545,9 @@ def score_candidates(
     enc = _Encoder(model, processor)
     results: list[list[float] | None] = [None] * len(prompts)
     try:
-        reuse_groups, plain = _plan(enc, prompts, reuse_prefix_cache, stats)
+        reuse_groups, plain = _plan(
+            enc, prompts, reuse_prefix_cache, stats, max(len(ids) for c in candidates for ids in _candidate_ids(enc.tokenizer, c))
+        )
         # Rows scored together share one candidate list: split groups by it first.
         scored_groups = [sub for group in reuse_groups for sub in _same_candidates(group, candidates)]
 
@@ -497,8 +556,7 @@ def score_candidates(
                 rows = [indices.index(i) for i in sub]
                 sub_cache = cache
                 if len(sub) != len(indices):
-                    sub_cache = copy.deepcopy(cache)
-                    sub_cache.batch_select_indices(torch.tensor(rows, device=logits.device))
+                    sub_cache = _cache_rows(cache, torch.tensor(rows, device=logits.device))
                 scores = _score_from(
                     enc, logits[rows], sub_cache, mask[rows], last[rows], _candidate_ids(enc.tokenizer, candidates[sub[0]])
                 )

@@ -513,7 +513,7 @@ class FrozenForConditionalGeneration(FrozenPreTrainedModel, GenerationMixin):
         Args:
             language_model_name_or_path: Hub id or folder of any `AutoModelForCausalLM` checkpoint.
             vision_config: config (or dict with `model_type`) of the vision backbone, trained from scratch.
-                Defaults to a small ConvNeXt.
+                Defaults to `default_vision_config()`, a small ResNet.
             visual_prefix_length: number of prefix embeddings per image.
             image_token_id: placeholder id; by default the id the LM's tokenizer gives `<image>` once
                 [`FrozenProcessor.from_language_model`] adds it.
@@ -641,10 +641,16 @@ def _check_language_model_revision(
 
 
 def default_vision_config():
-    """The default vision encoder, trained from scratch: a small ConvNeXt (LayerNorm, no BatchNorm), sized for CPU."""
-    from transformers import ConvNextConfig
+    """The default vision encoder, trained from scratch: a small ResNet (1.2M parameters, BatchNorm, ReLU), sized
+    for CPU.
 
-    return ConvNextConfig(num_channels=3, hidden_sizes=[48, 96, 192, 384], depths=[1, 1, 3, 1], image_size=64)
+    Through a frozen LM it learns to name colour, shape, size and position of Shapes objects within a few hundred
+    steps. A ConvNeXt of similar size learns far more slowly from scratch there: its blocks start scaled by 1e-6
+    (layer scale), and after 100 steps it still gave one caption for every image.
+    """
+    from transformers import ResNetConfig
+
+    return ResNetConfig(embedding_size=32, hidden_sizes=[32, 64, 128, 256], depths=[1, 1, 1, 1], layer_type="basic")
 
 
 def placeholder_token_id(tokenizer) -> int:

@@ -112,7 +112,7 @@ class FrozenModelArguments:
         default=None,
         metadata={
             "help": "Vision backbone trained from scratch: a mapping with 'model_type' (YAML), its JSON string, or a "
-            "path to a config.json. Default: frozen_hf.default_vision_config() (a small ConvNeXt)."
+            "path to a config.json. Default: frozen_hf.default_vision_config() (a small ResNet)."
         },
     )
     vision_model_name_or_path: str | None = field(

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The ablation table on Shapes with the embedded default (SmolLM2-135M frozen, small ConvNeXt from scratch):
+# The ablation table on Shapes with the embedded default (SmolLM2-135M frozen, small ResNet from scratch):
 #   Frozen (n=2) | Frozen, blind at test time | train-blind | LoRA-finetuned LM | prefix length n=1 | n=4
 # Each variant is trained with the training program's options, then evaluated with the same "ablation" suite;
 # all rows go into one report: outputs/ablations/report/report.md (+ report.json, plots).

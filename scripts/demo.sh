@@ -2,7 +2,7 @@
 # README command 1: set up, train the default Frozen model on the Shapes world, evaluate it.
 #   bash scripts/demo.sh [--field value ...]    (extra training-config overrides, e.g. --max_steps 300)
 #
-# The bundled SmolLM2-135M-Instruct stays frozen; a small ConvNeXt learns from scratch to speak to it
+# The bundled SmolLM2-135M-Instruct stays frozen; a small ResNet learns from scratch to speak to it
 # (training/configs/shapes-smollm2.yaml). Then greedy captions of held-out Shapes images are scored
 # with the Shapes caption checker (every attribute of every object must be right), and the demo
 # evaluation suite runs. Everything lands in outputs/shapes-smollm2/ (model, processor,

@@ -8,7 +8,8 @@ from PIL import Image
 
 from frozen_hf.fewshot import EngineStats, generate_answers, rank_candidates, score_candidates
 from frozen_hf.prompting import Prompt, PromptPrefix, open_ended_prompts, to_blind, to_text_oracle, vqa_prompts
-from tests.tiny import tiny_model, tiny_processor
+from frozen_hf import FrozenConfig, FrozenForConditionalGeneration
+from tests.tiny import tiny_model, tiny_processor, tiny_text_config, tiny_vision_config
 
 COLOURS = [
     (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255), (255, 255, 0), (0, 255, 255),
@@ -25,7 +26,11 @@ def processor():
 def sensitive_model(processor, seed: int):
     """A tiny random model whose greedy answers vary with the words and the images (random init at the
     default scale makes it repeat one token whatever the prompt, which would hide mix-ups)."""
-    model = tiny_model(processor, seed=seed)
+    return sensitize(tiny_model(processor, seed=seed), seed)
+
+
+def sensitize(model, seed: int):
+    """Rescales a tiny model's random weights so that its greedy answers vary with words and images."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
@@ -61,6 +66,27 @@ def test_prefix_reuse_gives_the_plain_answers(processor, seed, batch_size):
     assert reused == plain
     assert stats.prefix_groups_reused == 3 and stats.prompts_via_reuse == 12 and stats.prompts_via_plain == 3
     assert stats.fallbacks == 0 and stats.prompts == len(prompts)
+
+
+@pytest.mark.parametrize("window", [256, 12])
+def test_prefix_reuse_with_a_sliding_window_lm(processor, window):
+    # Gemma-3-style layers: rows of the reuse path carry padding between prefix and query, which a sliding window
+    # counts; prompts wider than the window must take the plain path, shorter ones may reuse.
+    torch.manual_seed(0)
+    config = FrozenConfig(
+        vision_config=tiny_vision_config(), text_config=tiny_text_config("gemma3", sliding_window=window),
+        visual_prefix_length=2, image_token_id=processor.image_token_id,
+    )
+    model = sensitize(FrozenForConditionalGeneration(config).eval(), 0)
+    prompts = episodes()
+    stats = EngineStats()
+    reused = generate_answers(model, processor, prompts, max_new_tokens=5, batch_size=4, stats=stats)
+    assert reused == generate_answers(model, processor, prompts, max_new_tokens=5, batch_size=4, reuse_prefix_cache=False)
+    if window == 256:
+        assert stats.prompts_via_reuse == 12 and stats.fallbacks == 0
+    else:
+        assert stats.prompts_via_reuse == 0 and stats.fallbacks == 12
+        assert any("sliding attention window" in note for note in stats.notes)
 
 
 def test_answers_depend_on_the_query_image(processor):

@@ -9,6 +9,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     CLIPVisionConfig,
     ConvNextConfig,
+    Gemma3TextConfig,
     GPT2Config,
     LlamaConfig,
     PreTrainedConfig,
@@ -38,7 +39,7 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def tiny_text_config(family: str = "llama", vocab_size: int | None = None) -> PreTrainedConfig:
+def tiny_text_config(family: str = "llama", vocab_size: int | None = None, sliding_window: int = 16) -> PreTrainedConfig:
     vocab_size = vocab_size or len(SPECIAL) + len(WORDS)
     if family == "llama":
         return LlamaConfig(
@@ -50,6 +51,12 @@ def tiny_text_config(family: str = "llama", vocab_size: int | None = None) -> Pr
         return GPT2Config(
             vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=256,
             pad_token_id=1, bos_token_id=2, eos_token_id=2,
+        )
+    if family == "gemma3":  # sliding-window layers beside full-attention ones, like Gemma 3 270M
+        return Gemma3TextConfig(
+            vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=8, max_position_embeddings=256, sliding_window=sliding_window,
+            layer_types=["sliding_attention", "full_attention"], pad_token_id=1, bos_token_id=2, eos_token_id=2,
         )
     raise ValueError(family)
 
