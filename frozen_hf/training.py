@@ -222,6 +222,13 @@ class FrozenDataArguments:
     shapes_min_objects: int = field(default=1, metadata={"help": "Shapes: fewest objects per scene."})
     shapes_max_objects: int | None = field(default=None, metadata={"help": "Shapes: most objects per scene."})
     shapes_caption_style: str = field(default="varied", metadata={"help": "Shapes: 'varied' or 'canonical'."})
+    shapes_vqa_fraction: float = field(
+        default=0.0,
+        metadata={
+            "help": "Shapes: fraction of the training rows that are VQA pairs ('Question: q Answer: a' after the "
+            "image, scenes of 1-4 objects) instead of captions: the paper's Frozen-VQA variant, VQA data mixed in."
+        },
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.eval_split, str) and self.eval_split.lower() in ("", "none", "null"):
@@ -232,6 +239,8 @@ class FrozenDataArguments:
             raise TrainingConfigError(
                 f"shapes_caption_style must be 'varied' or 'canonical', got {self.shapes_caption_style!r}."
             )
+        if not 0.0 <= self.shapes_vqa_fraction <= 1.0:
+            raise TrainingConfigError(f"shapes_vqa_fraction must be between 0 and 1, got {self.shapes_vqa_fraction}.")
 
 
 @dataclass
@@ -538,6 +547,9 @@ def checkpoint_keys(model) -> set[str]:
 
 
 def _load_shapes(data_args: FrozenDataArguments, image_size: int):
+    from datasets import concatenate_datasets
+
+    from .prompting import vqa_segment_text
     from .shapes import load_shapes
 
     common = dict(
@@ -547,7 +559,19 @@ def _load_shapes(data_args: FrozenDataArguments, image_size: int):
         max_objects=data_args.shapes_max_objects,
         caption_style=data_args.shapes_caption_style,
     )
-    train = load_shapes("captions", data_args.train_split, num_samples=data_args.shapes_num_train, **common)
+    num_vqa = round(data_args.shapes_num_train * data_args.shapes_vqa_fraction)
+    train = load_shapes("captions", data_args.train_split, num_samples=data_args.shapes_num_train - num_vqa, **common)
+    if num_vqa:
+        # The VQA rows are laid out exactly as the evaluation's VQA prompts, answer included.
+        vqa = load_shapes(
+            "vqa", data_args.train_split, num_samples=num_vqa, image_size=common["image_size"], seed=data_args.shapes_seed
+        )
+        vqa = vqa.map(
+            lambda row: {"caption": vqa_segment_text(row["question"], row["answer"])},
+            remove_columns=[c for c in vqa.column_names if c != "image"],
+        )
+        train = concatenate_datasets([train.select_columns(["image", "caption"]), vqa])
+        train = train.shuffle(seed=data_args.shapes_seed)
     evaluation = None
     if data_args.eval_split:
         evaluation = load_shapes("captions", data_args.eval_split, num_samples=data_args.shapes_num_eval, **common)

@@ -7,12 +7,14 @@
 #   bash scripts/ablations.sh                  # trains 5 models (about 10 minutes each on 2 CPU cores) + eval
 #   EVAL_SCALE=0.5 bash scripts/ablations.sh   # fewer evaluation episodes
 #   BASE_MODEL=outputs/shapes-smollm2 bash scripts/ablations.sh   # reuse the demo's model as the n=2 row
+#   JOBS=2 bash scripts/ablations.sh           # train two variants at a time, one thread each
 #
 # Already trained variants (a final config.json in their folder) are not trained again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+JOBS=${JOBS:-1}
+if [ "$JOBS" -gt 1 ]; then export OMP_NUM_THREADS=1; else export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}; fi
 
 CONFIG=${CONFIG:-training/configs/shapes-smollm2.yaml}
 OUT=${OUT:-outputs/ablations}
@@ -26,8 +28,24 @@ train() {  # train <folder> [training options...]
     echo "== $folder: already trained"
   else
     echo "== training $folder ($*)"
-    python -m training.train "$CONFIG" --output_dir "$folder" "$@"
+    mkdir -p "$(dirname "$folder")"
+    python -m training.train "$CONFIG" --output_dir "$folder" "$@" > "$folder.log" 2>&1 \
+      || { echo "training $folder failed; see $folder.log"; tail -20 "$folder.log"; return 1; }
+    echo "== trained $folder"
   fi
+}
+
+pending=()
+queue() {  # runs `train` with at most $JOBS trainings at once
+  train "$@" &
+  pending+=($!)
+  if [ "${#pending[@]}" -ge "$JOBS" ]; then wait_all; fi
+}
+wait_all() {
+  local pid status=0
+  for pid in "${pending[@]}"; do wait "$pid" || status=1; done
+  pending=()
+  return $status
 }
 
 evaluate() {  # evaluate <folder> <row label> <variants>
@@ -37,11 +55,14 @@ evaluate() {  # evaluate <folder> <row label> <variants>
 }
 
 start=$(date +%s)
-train "$BASE_MODEL"
-train "$OUT/train-blind" --train_blind true
-train "$OUT/lora" --lora true
-train "$OUT/n1" --visual_prefix_length 1
-train "$OUT/n4" --visual_prefix_length 4
+mkdir -p "$OUT"
+queue "$BASE_MODEL"
+queue "$OUT/train-blind" --train_blind true
+queue "$OUT/lora" --lora true
+queue "$OUT/n1" --visual_prefix_length 1
+queue "$OUT/n4" --visual_prefix_length 4
+wait_all
+export OMP_NUM_THREADS=${EVAL_THREADS:-2}
 
 # The Frozen row also gives the test-time blind row and the text-oracle row (the same frozen LM for all).
 evaluate "$BASE_MODEL" "Frozen" frozen,blind,text_oracle

@@ -487,3 +487,25 @@ def test_validation_perplexity_and_best_model(assets, tmp_path):
     assert all(entry["eval_perplexity"] == pytest.approx(math.exp(entry["eval_loss"])) for entry in evals)
     assert "eval_perplexity" in result.metrics
     _assert_lm_equal(result.output_dir, assets["lm"], expect_equal=True)
+
+
+def test_shapes_vqa_mixed_into_captioning():
+    from frozen_hf.prompting import vqa_segment_text
+    from frozen_hf.shapes import load_shapes
+    from frozen_hf.training import FrozenDataArguments, load_caption_datasets
+
+    def rows(fraction: float) -> list[str]:
+        args = FrozenDataArguments(dataset="shapes", shapes_num_train=40, shapes_vqa_fraction=fraction, eval_split="none")
+        train, evaluation = load_caption_datasets(args, image_size=32)
+        assert evaluation is None and len(train) == 40 and set(train.column_names) >= {"image", "caption"}
+        return train["caption"]
+
+    captions = rows(0.25)
+    vqa = [c for c in captions if c.startswith("Question: ")]
+    reference = load_shapes("vqa", "train", num_samples=10, image_size=32)
+    # Laid out as the evaluation's VQA prompts, with the answer.
+    assert sorted(vqa) == sorted(vqa_segment_text(q, a) for q, a in zip(reference["question"], reference["answer"]))
+    assert captions == rows(0.25)  # the mix and its order are deterministic
+    assert not any(c.startswith("Question: ") for c in rows(0.0))
+    with pytest.raises(TrainingConfigError, match="shapes_vqa_fraction"):
+        FrozenDataArguments(dataset="shapes", shapes_vqa_fraction=1.5)
