@@ -37,6 +37,7 @@ train() {  # train <folder> [training options...]
 
 pending=()
 queue() {  # runs `train` with at most $JOBS trainings at once
+  if [ -f "$1/config.json" ]; then train "$@"; return; fi
   train "$@" &
   pending+=($!)
   if [ "${#pending[@]}" -ge "$JOBS" ]; then wait_all; fi
