@@ -2,8 +2,8 @@
 
 Each episode is a 5-way, 5-inner-shot open-ended fast-binding episode from the Shapes world (task induction + 25
 support images), asked one query per category (5 queries sharing the episode's prefix), greedy answers. Both runs
-go through the evaluation engine, `frozen_hf.fewshot.generate_answers`, with `reuse_prefix_cache` on and off; the
-answers must be identical.
+go through the evaluation engine, `frozen_hf.fewshot.generate_answers`, at its default batch size (that of the
+evaluation program), with `reuse_prefix_cache` on and off; the answers must be identical.
 """
 
 from __future__ import annotations
@@ -51,11 +51,11 @@ def episode_prompts(size: BenchSize, num_episodes: int, seed: int = 0) -> list:
 
 
 def answers(model, processor, prompts: list, reuse: bool) -> list[str]:
-    """The engine's greedy answers, one batch per episode."""
+    """The engine's greedy answers, at the engine's (and the evaluation program's) default batch size."""
     from frozen_hf.fewshot import generate_answers
 
     return generate_answers(
-        model, processor, prompts, max_new_tokens=MAX_NEW_TOKENS, batch_size=WAYS, reuse_prefix_cache=reuse
+        model, processor, prompts, max_new_tokens=MAX_NEW_TOKENS, reuse_prefix_cache=reuse
     )
 
 

@@ -61,7 +61,8 @@ SIZES: dict[str, BenchSize] = {
     ),
     "default": BenchSize(
         name="default", batch_size=8, image_size=64, clip_patch_size=16, train_rounds=5, generate_rounds=5,
-        new_tokens=16, fewshot_episodes=2, fewshot_rounds=2, data_samples=128,
+        # 3 episodes of 5 queries: one batch of the engine's default size (16), as the evaluation program runs them
+        new_tokens=16, fewshot_episodes=3, fewshot_rounds=3, data_samples=128,
     ),
 }
 
@@ -151,7 +152,7 @@ def clip_vision_config(size: BenchSize) -> CLIPVisionConfig:
             hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
             image_size=size.image_size, patch_size=size.clip_patch_size,
         )
-    # A small ViT (about 7M parameters), in proportion to the default ConvNeXt, trainable from scratch on CPU.
+    # A small ViT (about 7M parameters), a few times the default ResNet, trainable from scratch on CPU.
     return CLIPVisionConfig(
         hidden_size=384, intermediate_size=1536, num_hidden_layers=4, num_attention_heads=6,
         image_size=size.image_size, patch_size=size.clip_patch_size,

@@ -28,7 +28,7 @@ from .models import LANGUAGE_MODEL_NOTES, SIZES
 BENCHMARKS = ("train", "generate", "fewshot", "data")
 LANGUAGE_MODELS = {
     "tiny": "random 2-layer Llama, byte-level tokenizer",
-    "default": "SmolLM2-135M-Instruct (bundled), default ConvNeXt vision encoder",
+    "default": "SmolLM2-135M-Instruct (bundled), default ResNet vision encoder",
 }
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 

@@ -4,15 +4,18 @@ One step = zero gradients, forward with labels, backward, AdamW step on the trai
 
 - floor: the frozen LM alone on the same token batch: its input embeddings are made a leaf that requires grad, so
   backward runs through the whole LM down to the embeddings (what training any input prefix must at least pay),
-  with no LM weight gradients and no optimizer. Image placeholders are looked up as token 0, as Frozen does.
+  with no LM weight gradients and no optimizer. Image placeholders are looked up as token 0, as Frozen does. The
+  LM head and softmax run only at positions that have a target.
 - Frozen: vision backbone -> linear map -> n prefix embeddings per image -> the frozen LM; backbone and map trained.
+  Called with `return_logits=False`, as the training program's steps call it (head at target positions only).
 - LLaVA: `LlavaForConditionalGeneration` from the same pretrained LM (frozen) and a CLIP vision tower; every patch
-  token of the tower goes through the 2-layer projector into the LM; tower and projector trained.
+  token of the tower goes through the 2-layer projector into the LM; tower and projector trained. Its forward
+  computes logits at every position, as transformers ships it.
 
 Settings:
 - ``equal tokens``: every image is P tokens for all three (P = LLaVA's patch count); Frozen uses the same CLIP
   tower as LLaVA, with n = P. This isolates the implementation cost.
-- ``standard``: Frozen as shipped (default ConvNeXt, n = 2) against its floor (2 tokens per image) and against LLaVA
+- ``standard``: Frozen as shipped (default ResNet, n = 2) against its floor (2 tokens per image) and against LLaVA
   with P patch tokens per image at the same image size: the cost users pay.
 """
 
@@ -88,14 +91,18 @@ def floor_step(language_model, batch: dict[str, torch.Tensor], image_token_id: i
     input_ids = batch["input_ids"].masked_fill(batch["input_ids"] == image_token_id, 0)
     embeddings = language_model.get_input_embeddings()
 
+    targets = torch.nn.functional.pad(batch["labels"], (0, 1), value=-100)[..., 1:]
+    keep = targets != -100
+
     def step() -> None:
         with torch.no_grad():
             inputs_embeds = embeddings(input_ids)
         inputs_embeds.requires_grad_(True)
         with _autocast(device, dtype):
-            loss = language_model(
-                inputs_embeds=inputs_embeds, attention_mask=batch["attention_mask"], labels=batch["labels"]
-            ).loss
+            # The least the LM must do: its body on every token, its head only where there is a target.
+            hidden = language_model.model(inputs_embeds=inputs_embeds, attention_mask=batch["attention_mask"])[0]
+            logits = language_model.lm_head(hidden[keep]).float()
+            loss = torch.nn.functional.cross_entropy(logits, targets[keep])
         loss.backward()
 
     return step
@@ -136,6 +143,7 @@ def run_setting(
     batch = _to(caption_batch(size, frozen_n), device)
     image_token_id = int(batch.pop("image_token_id"))
     frozen_inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values", "labels")}
+    frozen_inputs["return_logits"] = False  # as the training program's steps run it (head at caption tokens only)
 
     language_model = load_language_model(size, dtype=dtype, device=device)
     frozen = load_frozen(size, frozen_vision, frozen_n, dtype=dtype, device=device)

@@ -457,6 +457,7 @@ class FrozenForConditionalGeneration(FrozenPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
+        return_logits: bool = True,
         **kwargs,
     ) -> FrozenCausalLMOutputWithPast:
         r"""
@@ -465,6 +466,9 @@ class FrozenForConditionalGeneration(FrozenPreTrainedModel, GenerationMixin):
                 Next-token targets, *not* shifted: `input_ids` with `-100` at placeholders and padding
                 (`FrozenProcessor.create_labels` builds them). The loss is the mean NLL of the caption tokens.
             logits_to_keep: compute logits for the last `logits_to_keep` positions only (0 = all).
+            return_logits: with `labels`, `False` skips the logits (`logits` is `None`) and runs the LM head only
+                at the positions that have a target, for the same loss: image placeholders, prompt and padding
+                cost no head and no softmax. The training program uses it for its training steps.
         """
         outputs = self.model(
             input_ids=input_ids,
@@ -476,13 +480,25 @@ class FrozenForConditionalGeneration(FrozenPreTrainedModel, GenerationMixin):
             mm_encoder_outputs=mm_encoder_outputs,
             **{k: v for k, v in kwargs.items() if k != "num_items_in_batch"},
         )
-        hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
+        if labels is not None:
+            # Placeholders are never targets; masking them here also keeps an out-of-vocabulary id out of the loss.
+            labels = labels.masked_fill(labels == self.config.image_token_id, -100)
+        if labels is not None and not return_logits:
+            return FrozenCausalLMOutputWithPast(
+                loss=self._loss_at_targets(outputs.last_hidden_state, labels, kwargs.get("num_items_in_batch")),
+                logits=None,
+                cache=outputs.cache,
+                hidden_states=outputs.hidden_states,
+                attentions=outputs.attentions,
+                image_outputs=outputs.image_outputs,
+            )
+        # A slice such as the last position is a strided view; made contiguous, the head is one matrix product
+        # instead of a batched one that reads the (vocab x hidden) weight once per row.
+        hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep).contiguous()
         logits = self.lm_head(hidden_states)
 
         loss = None
         if labels is not None:
-            # Placeholders are never targets; masking them here also keeps an out-of-vocabulary id out of the loss.
-            labels = labels.masked_fill(labels == self.config.image_token_id, -100)
             loss = self.loss_function(
                 logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
             )
@@ -494,6 +510,21 @@ class FrozenForConditionalGeneration(FrozenPreTrainedModel, GenerationMixin):
             attentions=outputs.attentions,
             image_outputs=outputs.image_outputs,
         )
+
+    def _loss_at_targets(
+        self, hidden_states: torch.Tensor, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None
+    ) -> torch.Tensor:
+        """The causal-LM loss of `self.loss_function`, with the LM head run only where the shifted labels have a
+        target (same reduction: mean over targets, or sum / `num_items_in_batch` when given)."""
+        targets = nn.functional.pad(labels, (0, 1), value=-100)[..., 1:].to(hidden_states.device)
+        keep = targets != -100
+        logits = self.lm_head(hidden_states[keep]).float()
+        if num_items_in_batch is None:
+            return nn.functional.cross_entropy(logits, targets[keep], reduction="mean")
+        loss = nn.functional.cross_entropy(logits, targets[keep], reduction="sum")
+        if torch.is_tensor(num_items_in_batch):
+            num_items_in_batch = num_items_in_batch.to(loss.device)
+        return loss / num_items_in_batch
 
     @classmethod
     def from_language_model(

@@ -827,6 +827,9 @@ class FrozenTrainer(Trainer):
             outputs = model(**{key: value for key, value in inputs.items() if key != "labels"})
             loss = outputs.logits.sum() * 0.0
             return (loss, outputs) if return_outputs else loss
+        if labels is not None and not return_outputs:
+            # Only the loss is used here: the model runs its LM head at caption tokens only.
+            inputs = {**inputs, "return_logits": False}
         return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):

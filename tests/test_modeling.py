@@ -129,6 +129,27 @@ def test_loss_equals_hand_computation(processor, model):
     assert torch.equal(labels, targets)
 
 
+@pytest.mark.parametrize("num_items_in_batch", [None, 7])
+def test_loss_without_logits_equals_the_full_loss(processor, num_items_in_batch):
+    # return_logits=False runs the LM head at target positions only; loss and gradients must not change.
+    batch = few_shot_batch(processor)
+    labels = processor.create_labels(batch["input_ids"], batch["attention_mask"])
+    extra = {} if num_items_in_batch is None else {"num_items_in_batch": torch.tensor(num_items_in_batch)}
+    results = []
+    for return_logits in (True, False):
+        model = tiny_model(processor).train()
+        output = model(**batch, labels=labels, return_logits=return_logits, **extra)
+        output.loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        results.append((output, grads))
+    (full, full_grads), (lean, lean_grads) = results
+    assert lean.logits is None and full.logits is not None
+    torch.testing.assert_close(lean.loss, full.loss)
+    assert full_grads.keys() == lean_grads.keys() and full_grads
+    for name in full_grads:
+        torch.testing.assert_close(lean_grads[name], full_grads[name], msg=name)
+
+
 def test_generate_with_cache_equals_without(processor, model):
     batch = few_shot_batch(processor)
     cached = model.generate(**batch, max_new_tokens=6, do_sample=False)
