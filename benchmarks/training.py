@@ -26,6 +26,8 @@ from collections.abc import Callable
 
 import torch
 
+from frozen_hf.modeling_frozen import causal_lm_loss_at_targets
+
 from .common import (
     Results,
     Row,
@@ -91,9 +93,6 @@ def floor_step(language_model, batch: dict[str, torch.Tensor], image_token_id: i
     input_ids = batch["input_ids"].masked_fill(batch["input_ids"] == image_token_id, 0)
     embeddings = language_model.get_input_embeddings()
 
-    targets = torch.nn.functional.pad(batch["labels"], (0, 1), value=-100)[..., 1:]
-    keep = targets != -100
-
     def step() -> None:
         with torch.no_grad():
             inputs_embeds = embeddings(input_ids)
@@ -101,8 +100,7 @@ def floor_step(language_model, batch: dict[str, torch.Tensor], image_token_id: i
         with _autocast(device, dtype):
             # The least the LM must do: its body on every token, its head only where there is a target.
             hidden = language_model.model(inputs_embeds=inputs_embeds, attention_mask=batch["attention_mask"])[0]
-            logits = language_model.lm_head(hidden[keep]).float()
-            loss = torch.nn.functional.cross_entropy(logits, targets[keep])
+            loss = causal_lm_loss_at_targets(language_model.lm_head, hidden, batch["labels"])
         loss.backward()
 
     return step

@@ -402,17 +402,19 @@ def _plan(enc: _Encoder, prompts: Sequence[Prompt], reuse_prefix_cache: bool, st
             stats.note("prefix/suffix tokenization differs from the whole prompt's: plain path used")
         plain.extend(group)
     window = enc.sliding_window()
-    if window is not None and candidates:
-        # Rows packed together are as wide as the longest prefix plus the longest suffix among them.
-        longest_suffix = max(suffix for _, _, suffix in candidates)
-        fitting = [c for c in candidates if c[1] + longest_suffix + new_tokens < window]
-        for group, _, _ in candidates:
-            if not any(group is kept for kept, _, _ in fitting):
-                plain.extend(group)
-                stats.fallbacks += len(group)
-                stats.note(f"prompt too long for the LM's {window}-token sliding attention window: plain path used")
-        candidates = fitting
-    return [group for group, _, _ in candidates], sorted(plain)
+    if window is None or not candidates:
+        return [group for group, _, _ in candidates], sorted(plain)
+    # Rows packed together are as wide as the longest prefix plus the longest suffix among them.
+    longest_suffix = max(suffix for _, _, suffix in candidates)
+    reuse_groups: list[list[int]] = []
+    for group, prefix, _ in candidates:
+        if prefix + longest_suffix + new_tokens < window:
+            reuse_groups.append(group)
+        else:
+            plain.extend(group)
+            stats.fallbacks += len(group)
+            stats.note(f"prompt too long for the LM's {window}-token sliding attention window: plain path used")
+    return reuse_groups, sorted(plain)
 
 
 @torch.no_grad()
@@ -545,9 +547,9 @@ def score_candidates(
     enc = _Encoder(model, processor)
     results: list[list[float] | None] = [None] * len(prompts)
     try:
-        reuse_groups, plain = _plan(
-            enc, prompts, reuse_prefix_cache, stats, max(len(ids) for c in candidates for ids in _candidate_ids(enc.tokenizer, c))
-        )
+        distinct_lists = {tuple(c) for c in candidates}
+        longest_candidate = max(len(ids) for c in distinct_lists for ids in _candidate_ids(enc.tokenizer, c))
+        reuse_groups, plain = _plan(enc, prompts, reuse_prefix_cache, stats, longest_candidate)
         # Rows scored together share one candidate list: split groups by it first.
         scored_groups = [sub for group in reuse_groups for sub in _same_candidates(group, candidates)]
 

@@ -484,24 +484,20 @@ class FrozenForConditionalGeneration(FrozenPreTrainedModel, GenerationMixin):
             # Placeholders are never targets; masking them here also keeps an out-of-vocabulary id out of the loss.
             labels = labels.masked_fill(labels == self.config.image_token_id, -100)
         if labels is not None and not return_logits:
-            return FrozenCausalLMOutputWithPast(
-                loss=self._loss_at_targets(outputs.last_hidden_state, labels, kwargs.get("num_items_in_batch")),
-                logits=None,
-                cache=outputs.cache,
-                hidden_states=outputs.hidden_states,
-                attentions=outputs.attentions,
-                image_outputs=outputs.image_outputs,
+            logits = None
+            loss = causal_lm_loss_at_targets(
+                self.lm_head, outputs.last_hidden_state, labels, kwargs.get("num_items_in_batch")
             )
-        # A slice such as the last position is a strided view; made contiguous, the head is one matrix product
-        # instead of a batched one that reads the (vocab x hidden) weight once per row.
-        hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep).contiguous()
-        logits = self.lm_head(hidden_states)
-
-        loss = None
-        if labels is not None:
-            loss = self.loss_function(
-                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
-            )
+        else:
+            # A slice such as the last position is a strided view; made contiguous, the head is one matrix product
+            # instead of a batched one that reads the (vocab x hidden) weight once per row.
+            hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep).contiguous()
+            logits = self.lm_head(hidden_states)
+            loss = None
+            if labels is not None:
+                loss = self.loss_function(
+                    logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+                )
         return FrozenCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
@@ -510,21 +506,6 @@ class FrozenForConditionalGeneration(FrozenPreTrainedModel, GenerationMixin):
             attentions=outputs.attentions,
             image_outputs=outputs.image_outputs,
         )
-
-    def _loss_at_targets(
-        self, hidden_states: torch.Tensor, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None
-    ) -> torch.Tensor:
-        """The causal-LM loss of `self.loss_function`, with the LM head run only where the shifted labels have a
-        target (same reduction: mean over targets, or sum / `num_items_in_batch` when given)."""
-        targets = nn.functional.pad(labels, (0, 1), value=-100)[..., 1:].to(hidden_states.device)
-        keep = targets != -100
-        logits = self.lm_head(hidden_states[keep]).float()
-        if num_items_in_batch is None:
-            return nn.functional.cross_entropy(logits, targets[keep], reduction="mean")
-        loss = nn.functional.cross_entropy(logits, targets[keep], reduction="sum")
-        if torch.is_tensor(num_items_in_batch):
-            num_items_in_batch = num_items_in_batch.to(loss.device)
-        return loss / num_items_in_batch
 
     @classmethod
     def from_language_model(
@@ -671,6 +652,25 @@ def _check_language_model_revision(
     return resolved
 
 
+def causal_lm_loss_at_targets(
+    lm_head: nn.Module,
+    hidden_states: torch.Tensor,
+    labels: torch.Tensor,
+    num_items_in_batch: torch.Tensor | int | None = None,
+) -> torch.Tensor:
+    """The causal-LM loss of transformers' `ForCausalLMLoss` (labels unshifted, -100 ignored; mean over targets, or
+    sum / `num_items_in_batch` when given), with `lm_head` run only at the positions that have a target."""
+    targets = nn.functional.pad(labels, (0, 1), value=-100)[..., 1:].to(hidden_states.device)
+    keep = targets != -100
+    logits = lm_head(hidden_states[keep]).float()
+    if num_items_in_batch is None:
+        return nn.functional.cross_entropy(logits, targets[keep], reduction="mean")
+    loss = nn.functional.cross_entropy(logits, targets[keep], reduction="sum")
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(loss.device)
+    return loss / num_items_in_batch
+
+
 def default_vision_config():
     """The default vision encoder, trained from scratch: a small ResNet (1.2M parameters, BatchNorm, ReLU), sized
     for CPU.
@@ -713,5 +713,6 @@ __all__ = [
     "FrozenPreTrainedModel",
     "FrozenVisualPrefix",
     "LanguageModelRevisionError",
+    "causal_lm_loss_at_targets",
     "load_frozen_language_model",
 ]
