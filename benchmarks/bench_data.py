@@ -34,7 +34,7 @@ def shapes_images_per_second(
     """
     import numpy as np
 
-    from frozen_hf.shapes import load_shapes, sample_scene, scene_to_png
+    from frozen_hf.data.shapes import load_shapes, sample_scene, scene_to_png
 
     load_shapes(task, "train", 8, image_size, seed)  # warm-up: imports, stencil caches
     best_dataset = 0.0

@@ -21,7 +21,7 @@ TARGET = 5.0
 
 def _collator(processor):
     try:
-        from frozen_hf.collator import FrozenCaptionCollator
+        from frozen_hf.data.collator import FrozenCaptionCollator
     except ImportError:  # the collator is optional for this benchmark: fall back to what it does
         return None
     return FrozenCaptionCollator(processor)
@@ -29,13 +29,13 @@ def _collator(processor):
 
 def collate_samples_per_second(size: BenchSize, num_samples: int, repeats: int = 2) -> float:
     """Rows/s through the training collator (the processor when no collator is installed); best of `repeats`."""
-    from frozen_hf.shapes import load_shapes
+    from frozen_hf.data.shapes import load_shapes
 
     processor = load_processor(size, visual_prefix_length=2)
     collator = _collator(processor)
     rows = load_shapes("captions", split="train", num_samples=num_samples, image_size=size.image_size, seed=1)
     if collator is not None:
-        from frozen_hf.collator import undecoded_images
+        from frozen_hf.data.collator import undecoded_images
 
         rows = undecoded_images(rows, "image")
     batches = [rows[i : i + size.batch_size] for i in range(0, num_samples, size.batch_size)]

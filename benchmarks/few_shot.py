@@ -2,7 +2,7 @@
 
 Each episode is a 5-way, 5-inner-shot open-ended fast-binding episode from the Shapes world (task induction + 25
 support images), asked one query per category (5 queries sharing the episode's prefix), greedy answers. Both runs
-go through the evaluation engine, `frozen_hf.fewshot.generate_answers`, at its default batch size (that of the
+go through the evaluation engine, `frozen_hf.eval.engine.generate_answers`, at its default batch size (that of the
 evaluation program), with `reuse_prefix_cache` on and off; the answers must be identical.
 """
 
@@ -26,8 +26,8 @@ def episode_prompts(size: BenchSize, num_episodes: int, seed: int = 0) -> list:
     """Prompts of `num_episodes` episodes, one query per category; the prompts of an episode share a prefix."""
     from PIL import Image
 
-    from frozen_hf.prompting import open_ended_prompts
-    from frozen_hf.shapes import POSITIONS, Scene, load_shapes, render_scene, sample_object
+    from frozen_hf.eval.prompting import open_ended_prompts
+    from frozen_hf.data.shapes import POSITIONS, Scene, load_shapes, render_scene, sample_object
 
     episodes = load_shapes(
         "open_ended", split="test", num_samples=num_episodes, image_size=size.image_size, seed=seed,
@@ -52,7 +52,7 @@ def episode_prompts(size: BenchSize, num_episodes: int, seed: int = 0) -> list:
 
 def answers(model, processor, prompts: list, reuse: bool) -> list[str]:
     """The engine's greedy answers, at the engine's (and the evaluation program's) default batch size."""
-    from frozen_hf.fewshot import generate_answers
+    from frozen_hf.eval.engine import generate_answers
 
     return generate_answers(
         model, processor, prompts, max_new_tokens=MAX_NEW_TOKENS, reuse_prefix_cache=reuse

@@ -17,7 +17,7 @@ PROMPT = " Question: what colour is the large shape on the left? Answer:"
 
 
 def _prompt_inputs(size: BenchSize, device: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], int]:
-    from frozen_hf.shapes import load_shapes
+    from frozen_hf.data.shapes import load_shapes
 
     processor = load_processor(size, visual_prefix_length=2)
     image = load_shapes("captions", split="validation", num_samples=1, image_size=size.image_size)[0]["image"]

@@ -56,7 +56,7 @@ TARGET_LLAVA = 1.0
 
 def caption_batch(size: BenchSize, visual_prefix_length: int, seed: int = 0) -> dict[str, torch.Tensor]:
     """A captioning batch from the Shapes world: one image then its caption per sample, left padded, with labels."""
-    from frozen_hf.shapes import load_shapes
+    from frozen_hf.data.shapes import load_shapes
 
     rows = load_shapes("captions", split="train", num_samples=size.batch_size, image_size=size.image_size, seed=seed)
     processor = load_processor(size, visual_prefix_length)

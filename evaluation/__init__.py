@@ -1,1 +1,1 @@
-"""The few-shot evaluation program (`python -m evaluation.run`) and its reports (`python -m evaluation.report`)."""
+"""Shims for `python -m evaluation.run` from a checkout (not installed); the package is `frozen_hf`."""

@@ -41,7 +41,7 @@ FrozenProcessor.register_for_auto_class()
 FrozenImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 # The Shapes world pulls in `datasets`; load it on first use so that `import frozen_hf` stays light.
-_LAZY_EXPORTS = {"load_shapes": "shapes", "caption_is_correct": "shapes", "describe": "shapes"}
+_LAZY_EXPORTS = {"load_shapes": "data.shapes", "caption_is_correct": "data.shapes", "describe": "data.shapes"}
 
 
 def __getattr__(name: str):

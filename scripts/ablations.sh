@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 JOBS=${JOBS:-1}
 if [ "$JOBS" -gt 1 ]; then export OMP_NUM_THREADS=1; else export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}; fi
 
-CONFIG=${CONFIG:-training/configs/shapes-smollm2.yaml}
+CONFIG=${CONFIG:-frozen_hf/configs/training/shapes-smollm2.yaml}
 OUT=${OUT:-outputs/ablations}
 EVAL_SCALE=${EVAL_SCALE:-1}
 REPORT="$OUT/report"
@@ -51,7 +51,7 @@ wait_all() {
 
 evaluate() {  # evaluate <folder> <row label> <variants>
   echo "== evaluating $1 as '$2'"
-  python -m evaluation.run --model "$1" --suite ablation --label "$2" --variants "$3" \
+  python -m frozen_hf.eval.run --model "$1" --suite ablation --label "$2" --variants "$3" \
     --scale "$EVAL_SCALE" --output "$REPORT"
 }
 
@@ -71,5 +71,5 @@ evaluate "$OUT/train-blind" "Frozen, train-blind" frozen
 evaluate "$OUT/lora" "Frozen, LoRA-finetuned LM" frozen
 evaluate "$OUT/n1" "Frozen, n=1" frozen
 evaluate "$OUT/n4" "Frozen, n=4" frozen
-python -m evaluation.report "$REPORT" --title "Ablations on Shapes (SmolLM2-135M)"
+python -m frozen_hf.eval.report "$REPORT" --title "Ablations on Shapes (SmolLM2-135M)"
 echo "ablations: $(( $(date +%s) - start ))s; report: $REPORT/report.md"

@@ -3,7 +3,7 @@
 #   bash scripts/demo.sh [--field value ...]    (extra training-config overrides, e.g. --max_steps 300)
 #
 # The bundled SmolLM2-135M-Instruct stays frozen; a small ResNet learns from scratch to speak to it
-# (training/configs/shapes-smollm2.yaml). Then greedy captions of held-out Shapes images are scored
+# (frozen_hf/configs/training/shapes-smollm2.yaml). Then greedy captions of held-out Shapes images are scored
 # with the Shapes caption checker (every attribute of every object must be right), and the demo
 # evaluation suite runs. Everything lands in outputs/shapes-smollm2/ (model, processor,
 # training_log.json, loss_curve.png, runs/ for TensorBoard, eval/report.md).
@@ -19,7 +19,7 @@ bash scripts/setup.sh
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 export TOKENIZERS_PARALLELISM=false
 
-CONFIG=${CONFIG:-training/configs/shapes-smollm2.yaml}
+CONFIG=${CONFIG:-frozen_hf/configs/training/shapes-smollm2.yaml}
 OUT=${OUT:-outputs/shapes-smollm2}
 
 if [ -f "$OUT/training_log.json" ] && grep -q '"status": "complete"' "$OUT/training_log.json"; then
@@ -32,5 +32,5 @@ fi
 # The demo suite: 200 held-out captions (Frozen; 40 blind), VQA 0-shot, open-ended 2-/5-way with 1/3/5
 # inner-shots; Frozen, blind and text-oracle rows (evaluation/README.md).
 stamp "evaluation suite"
-python -m evaluation.run --model "$OUT" --suite demo --output "$OUT/eval"
+python -m frozen_hf.eval.run --model "$OUT" --suite demo --output "$OUT/eval"
 stamp "done: $OUT/eval/report.md, $OUT/loss_curve.png, TensorBoard: tensorboard --logdir $OUT/runs"

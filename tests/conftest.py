@@ -13,10 +13,7 @@ from frozen_hf.bundled import frozen_hf_cache_dir
 # Pin the bundled-LM cache before any fixture moves HF_HOME, so the suite converts SmolLM2 once, not per test.
 os.environ.setdefault("FROZEN_HF_CACHE", str(frozen_hf_cache_dir()))
 
-try:  # tests/ is on sys.path in pytest's default (rootdir, no __init__.py) layout
-    from hub_server import HubFixture, HubServer, client_env, patch_client_constants
-except ModuleNotFoundError:  # tests/ imported as a package
-    from tests.hub_server import HubFixture, HubServer, client_env, patch_client_constants
+from tests.helpers.hub_server import HubFixture, HubServer, client_env, patch_client_constants
 
 
 @pytest.fixture

@@ -28,8 +28,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from frozen_hf.collator import FrozenCaptionCollator, ImageDecodeError, decode_image, undecoded_images
-from tests.tiny import IMAGE_SIZE, tiny_processor
+from frozen_hf.data.collator import FrozenCaptionCollator, ImageDecodeError, decode_image, undecoded_images
+from tests.helpers.tiny import IMAGE_SIZE, tiny_processor
 
 FUZZ_EXAMPLES = 2000 if os.environ.get("HYPOTHESIS_PROFILE") == "thorough" else 200
 SECONDS_PER_CASE = 20

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from transformers import Trainer, TrainingArguments
 
 from frozen_hf import FrozenConfig, FrozenForConditionalGeneration, FrozenModel
-from tests.tiny import random_images, tiny_config, tiny_model, tiny_processor
+from tests.helpers.tiny import random_images, tiny_config, tiny_model, tiny_processor
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from PIL import Image
 
 from frozen_hf import FrozenImageProcessor, FrozenProcessor
 from frozen_hf.image_processing_frozen import pad_to_square
-from tests.tiny import IMAGE_SIZE, random_images, tiny_processor, tiny_tokenizer
+from tests.helpers.tiny import IMAGE_SIZE, random_images, tiny_processor, tiny_tokenizer
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from frozen_hf import FrozenForConditionalGeneration, FrozenProcessor
-from tests.tiny import WORDS, tiny_model, tiny_processor
+from tests.helpers.tiny import WORDS, tiny_model, tiny_processor
 
 
 # Per-test settings rather than a global profile, so that other modules' hypothesis tests keep theirs.

@@ -19,7 +19,7 @@ from transformers import (
 from transformers.utils import logging as transformers_logging
 
 from frozen_hf import FrozenConfig, FrozenForConditionalGeneration, FrozenModel, FrozenProcessor
-from tests.tiny import random_images, tiny_model, tiny_processor
+from tests.helpers.tiny import random_images, tiny_model, tiny_processor
 
 # Makes `import frozen_hf` fail, as in an environment where the package is not installed.
 BLOCK_PACKAGE = "import sys; sys.modules['frozen_hf'] = None\n"

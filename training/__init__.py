@@ -1,1 +1,1 @@
-"""The Frozen training program: ``python -m training.train <config.yaml> [--field value ...]``."""
+"""Shims for `python -m training.train` from a checkout (not installed); the package is `frozen_hf`."""

@@ -1,0 +1,455 @@
+"""Few-shot prompts for Frozen: the one place where interleaved image + text prompts are built.
+
+A prompt is a sequence of *segments*, each ``<image>`` followed by some text (or text alone), in
+the paper's format:
+
+- open-ended fast binding (Open-Ended / Real-Name miniImageNet and their Shapes analogs)::
+
+      Answer with dax or blicket.                      <- task induction (optional)
+      <image> This is a dax.                           <- support set (ways x inner-shots, x repeats)
+      <image> This is a blicket.
+      <image> Q: What is this? A: This is a            <- query; the model completes the name
+
+- VQA with shots: ``<image> Question: What colour is the circle? Answer: red`` per shot, then
+  ``<image> Question: ... Answer:`` for the query;
+- Fast VQA: the binding support set, then ``<image> Q: What colour is the dax? A:``;
+- captioning: ``<image>`` and an optional text prompt.
+
+Segments are joined with new lines; the image marker is followed by one space. Every prompt is a
+:class:`Prompt`: its :attr:`Prompt.text` (with ``<image>`` markers) and :attr:`Prompt.images`
+(in marker order) go straight into :class:`~frozen_hf.FrozenProcessor`. A prompt is split into a
+:class:`PromptPrefix` (task induction + support set), which prompts of the same episode share *as
+one object*, and a per-query suffix; the split point (:attr:`Prompt.prefix_length`,
+:attr:`Prompt.num_prefix_images`) lets the evaluation engine encode a shared prefix once and reuse
+its KV cache (``frozen_hf.eval.engine``). The prefix always ends right before an ``<image>`` marker or
+at a new line, so tokenizing prefix and suffix separately gives the tokens of the whole.
+
+Variants of the same prompts (they keep prefix sharing):
+
+- :func:`to_blind`: every image replaced by a black image of the same size (the blind baseline);
+- :func:`to_text_oracle`: every image replaced by its true description in words, no images left
+  (the text oracle: what the frozen LM can do with perfect vision).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+__all__ = [
+    "IMAGE_MARKER",
+    "SEGMENT_SEPARATOR",
+    "OPEN_ENDED_QUERY",
+    "Segment",
+    "PromptPrefix",
+    "Prompt",
+    "task_induction_text",
+    "binding_support_text",
+    "vqa_segment_text",
+    "build_prompts",
+    "open_ended_prompts",
+    "vqa_prompts",
+    "fast_vqa_prompts",
+    "caption_prompts",
+    "black_image",
+    "to_blind",
+    "to_text_oracle",
+]
+
+IMAGE_MARKER = "<image>"
+SEGMENT_SEPARATOR = "\n"
+# The paper's query: the model answers by completing the support captions' pattern.
+OPEN_ENDED_QUERY = "Q: What is this? A: This is a"
+# "a" before every name, also vowel-initial real names: the support captions then read exactly like the query's
+# unfinished "This is a", so the name is the only thing left to copy.
+BINDING_SUPPORT_TEMPLATE = "This is a {name}."
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One ``<image> text`` unit of a prompt (``image=None``: text only).
+
+    ``description`` is the image's true content in words (used by :func:`to_text_oracle`).
+    """
+
+    text: str
+    image: Any = None
+    description: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class PromptPrefix:
+    """The shared start of an episode's prompts: task induction + support set.
+
+    Prompts that share a prefix hold the *same* object; the evaluation engine groups by identity.
+    ``text`` is empty or ends with the segment separator, so a query segment can follow directly.
+    """
+
+    text: str = ""
+    images: tuple[Any, ...] = ()
+    descriptions: tuple[str | None, ...] = ()
+
+
+EMPTY_PREFIX = PromptPrefix()
+
+
+@dataclass(frozen=True, eq=False)
+class Prompt:
+    """A complete few-shot prompt: ``prefix`` (shared) + this query's ``suffix_text`` / ``suffix_images``.
+
+    ``target`` is the reference answer (a string, or a list of human answers for VQA) and
+    ``candidates`` the names a closed-ended evaluation ranks; both are carried for the caller only.
+    """
+
+    prefix: PromptPrefix
+    suffix_text: str
+    suffix_images: tuple[Any, ...] = ()
+    suffix_descriptions: tuple[str | None, ...] = ()
+    target: Any = None
+    candidates: tuple[str, ...] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        """The whole prompt, with one ``<image>`` marker per image."""
+        return self.prefix.text + self.suffix_text
+
+    @property
+    def images(self) -> list[Any]:
+        """All images, in marker order (prefix images first)."""
+        return list(self.prefix.images) + list(self.suffix_images)
+
+    @property
+    def descriptions(self) -> list[str | None]:
+        """The true description of each image, aligned with :attr:`images`."""
+        return list(self.prefix.descriptions) + list(self.suffix_descriptions)
+
+    @property
+    def prefix_length(self) -> int:
+        """Split point in :attr:`text`: characters of the shared prefix."""
+        return len(self.prefix.text)
+
+    @property
+    def num_prefix_images(self) -> int:
+        """Images inside the shared prefix (the first ones of :attr:`images`)."""
+        return len(self.prefix.images)
+
+
+# --------------------------------------------------------------------------- text pieces
+
+
+def task_induction_text(names: Sequence[str]) -> str:
+    """The task-induction preamble, e.g. ``"Answer with dax or blicket."``."""
+    names = [str(n) for n in names]
+    if not names:
+        raise ValueError("Task induction needs at least one name to list.")
+    if len(names) == 1:
+        return f"Answer with {names[0]}."
+    return "Answer with " + ", ".join(names[:-1]) + " or " + names[-1] + "."
+
+
+def binding_support_text(name: str) -> str:
+    """The caption of a support image in a fast-binding episode: ``"This is a dax."``."""
+    return BINDING_SUPPORT_TEMPLATE.format(name=name)
+
+
+def vqa_segment_text(question: str, answer: str | None = None) -> str:
+    """``"Question: <q> Answer: <a>"`` for a shot, ``"Question: <q> Answer:"`` for the query."""
+    text = f"Question: {question.strip()} Answer:"
+    return text if answer is None else f"{text} {answer}"
+
+
+def _segment_text(segment: Segment) -> str:
+    if segment.image is None:
+        return segment.text
+    return f"{IMAGE_MARKER} {segment.text}" if segment.text else IMAGE_MARKER
+
+
+def _check_no_marker(text: str, where: str) -> None:
+    if IMAGE_MARKER in text:
+        raise ValueError(
+            f"{where} contains the image marker {IMAGE_MARKER!r} in its text: give images as Segment.image, "
+            "not as markers in text, so that images and markers cannot get out of step."
+        )
+
+
+# --------------------------------------------------------------------------- builders
+
+
+def build_prompts(
+    support: Sequence[Segment],
+    queries: Sequence[Segment],
+    *,
+    preamble: str | None = None,
+    repeats: int = 1,
+    targets: Sequence[Any] | None = None,
+    candidates: Sequence[str] | None = None,
+    metadata: Sequence[dict[str, Any]] | None = None,
+) -> list[Prompt]:
+    """The generic builder: ``preamble``, then ``support`` shown ``repeats`` times, then each query.
+
+    All returned prompts share one :class:`PromptPrefix` object (empty when there is neither
+    preamble nor support), so their prefix can be encoded once.
+    """
+    if not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be an int >= 1 (1 shows the support set once), got {repeats!r}.")
+    if not queries:
+        raise ValueError("Give at least one query segment.")
+    if targets is not None and len(targets) != len(queries):
+        raise ValueError(f"Got {len(targets)} targets for {len(queries)} queries.")
+    if metadata is not None and len(metadata) != len(queries):
+        raise ValueError(f"Got {len(metadata)} metadata dicts for {len(queries)} queries.")
+    parts: list[str] = []
+    images: list[Any] = []
+    descriptions: list[str | None] = []
+    if preamble:
+        _check_no_marker(preamble, "The task induction preamble")
+        parts.append(preamble.strip() + SEGMENT_SEPARATOR)
+    for segment in list(support) * repeats:
+        _check_no_marker(segment.text, "A support segment")
+        parts.append(_segment_text(segment) + SEGMENT_SEPARATOR)
+        if segment.image is not None:
+            images.append(segment.image)
+            descriptions.append(segment.description)
+    prefix = PromptPrefix("".join(parts), tuple(images), tuple(descriptions)) if parts else EMPTY_PREFIX
+    prompts = []
+    for index, query in enumerate(queries):
+        _check_no_marker(query.text, "A query segment")
+        has_image = query.image is not None
+        prompts.append(
+            Prompt(
+                prefix=prefix,
+                suffix_text=_segment_text(query),
+                suffix_images=(query.image,) if has_image else (),
+                suffix_descriptions=(query.description,) if has_image else (),
+                target=None if targets is None else targets[index],
+                candidates=None if candidates is None else tuple(candidates),
+                metadata={} if metadata is None else dict(metadata[index]),
+            )
+        )
+    return prompts
+
+
+def open_ended_prompts(
+    support_images: Sequence[Any],
+    support_names: Sequence[str],
+    query_images: Sequence[Any],
+    *,
+    task_induction: bool = False,
+    names: Sequence[str] | None = None,
+    repeats: int = 1,
+    support_descriptions: Sequence[str | None] | None = None,
+    query_descriptions: Sequence[str | None] | None = None,
+    targets: Sequence[str] | None = None,
+    query_text: str = OPEN_ENDED_QUERY,
+) -> list[Prompt]:
+    """Prompts of one fast-binding episode: ``<image> This is a dax.`` per support image, then each query.
+
+    Args:
+        support_images, support_names: the support set in prompt order (ways x inner-shots images).
+        query_images: one prompt is built per query; all share the prefix.
+        task_induction: start with ``"Answer with dax or blicket."``.
+        names: the names listed by task induction, in order (default: the support names in order of
+            first appearance). They are also the closed-ended candidates.
+        repeats: how many times the support set is shown.
+        support_descriptions, query_descriptions: true descriptions (for the text oracle).
+        targets: the right name of each query.
+        query_text: the query's text after its image.
+    """
+    if len(support_images) != len(support_names):
+        raise ValueError(f"Got {len(support_images)} support images but {len(support_names)} support names.")
+    if not support_images:
+        raise ValueError("A fast-binding episode needs a support set (inner_shots >= 1).")
+    if names is None:
+        names = list(dict.fromkeys(support_names))
+    support_descriptions = _aligned(support_descriptions, len(support_images), "support_descriptions")
+    query_descriptions = _aligned(query_descriptions, len(query_images), "query_descriptions")
+    support = [
+        Segment(binding_support_text(name), image, description)
+        for image, name, description in zip(support_images, support_names, support_descriptions)
+    ]
+    queries = [Segment(query_text, image, description) for image, description in zip(query_images, query_descriptions)]
+    return build_prompts(
+        support,
+        queries,
+        preamble=task_induction_text(names) if task_induction else None,
+        repeats=repeats,
+        targets=targets,
+        candidates=names,
+    )
+
+
+def vqa_prompts(
+    query_images: Sequence[Any],
+    questions: Sequence[str],
+    *,
+    shots: Sequence[tuple[Any, str, str]] = (),
+    shot_descriptions: Sequence[str | None] | None = None,
+    query_descriptions: Sequence[str | None] | None = None,
+    targets: Sequence[Any] | None = None,
+) -> list[Prompt]:
+    """VQA prompts: each shot ``(image, question, answer)`` as ``<image> Question: q Answer: a``, then each
+    query as ``<image> Question: q Answer:``. All queries share the shots (0 shots: no prefix)."""
+    if len(query_images) != len(questions):
+        raise ValueError(f"Got {len(query_images)} query images but {len(questions)} questions.")
+    shot_descriptions = _aligned(shot_descriptions, len(shots), "shot_descriptions")
+    query_descriptions = _aligned(query_descriptions, len(query_images), "query_descriptions")
+    support = [
+        Segment(vqa_segment_text(question, answer), image, description)
+        for (image, question, answer), description in zip(shots, shot_descriptions)
+    ]
+    queries = [
+        Segment(vqa_segment_text(question), image, description)
+        for image, question, description in zip(query_images, questions, query_descriptions)
+    ]
+    return build_prompts(support, queries, targets=targets)
+
+
+def fast_vqa_prompts(
+    support_images: Sequence[Any],
+    support_names: Sequence[str],
+    query_images: Sequence[Any],
+    questions: Sequence[str],
+    *,
+    task_induction: bool = False,
+    names: Sequence[str] | None = None,
+    repeats: int = 1,
+    support_descriptions: Sequence[str | None] | None = None,
+    query_descriptions: Sequence[str | None] | None = None,
+    targets: Sequence[Any] | None = None,
+) -> list[Prompt]:
+    """Fast VQA: the binding support set (``<image> This is a dax.``), then ``<image> Q: <question> A:``
+    where the question uses a name just taught."""
+    if len(query_images) != len(questions):
+        raise ValueError(f"Got {len(query_images)} query images but {len(questions)} questions.")
+    prompts = open_ended_prompts(
+        support_images,
+        support_names,
+        query_images[:1],
+        task_induction=task_induction,
+        names=names,
+        repeats=repeats,
+        support_descriptions=support_descriptions,
+        query_descriptions=None if query_descriptions is None else query_descriptions[:1],
+    )
+    prefix = prompts[0].prefix
+    query_descriptions = _aligned(query_descriptions, len(query_images), "query_descriptions")
+    return [
+        Prompt(
+            prefix=prefix,
+            suffix_text=_segment_text(Segment(f"Q: {question.strip()} A:", image)),
+            suffix_images=(image,),
+            suffix_descriptions=(description,),
+            target=None if targets is None else targets[index],
+        )
+        for index, (image, question, description) in enumerate(zip(query_images, questions, query_descriptions))
+    ]
+
+
+def caption_prompts(
+    images: Sequence[Any],
+    *,
+    text: str = "",
+    descriptions: Sequence[str | None] | None = None,
+    targets: Sequence[Any] | None = None,
+) -> list[Prompt]:
+    """Captioning prompts: ``<image>`` (plus an optional text prompt), as in captioning training."""
+    descriptions = _aligned(descriptions, len(images), "descriptions")
+    queries = [Segment(text, image, description) for image, description in zip(images, descriptions)]
+    return build_prompts([], queries, targets=targets)
+
+
+def _aligned(values: Sequence[Any] | None, length: int, name: str) -> list[Any]:
+    if values is None:
+        return [None] * length
+    if len(values) != length:
+        raise ValueError(f"{name} has {len(values)} entries; expected {length}, one per image.")
+    return list(values)
+
+
+# --------------------------------------------------------------------------- variants
+
+
+def black_image(image: Any) -> Any:
+    """A black image of the same size and kind (PIL image, NumPy array or torch tensor)."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return Image.new("RGB", image.size, (0, 0, 0))
+    if isinstance(image, np.ndarray):
+        return np.zeros_like(image)
+    try:
+        import torch
+
+        if isinstance(image, torch.Tensor):
+            return torch.zeros_like(image)
+    except ImportError:  # pragma: no cover
+        pass
+    raise ValueError(f"Cannot black out an image of type {type(image).__name__}: pass PIL images, arrays or tensors.")
+
+
+def _map_prefixes(prompts: Iterable[Prompt], convert_prefix, convert_prompt) -> list[Prompt]:
+    # Shared prefixes stay shared: each distinct prefix object is converted once.
+    converted: dict[int, PromptPrefix] = {}
+    out = []
+    for prompt in prompts:
+        key = id(prompt.prefix)
+        if key not in converted:
+            converted[key] = convert_prefix(prompt.prefix)
+        out.append(convert_prompt(prompt, converted[key]))
+    return out
+
+
+def to_blind(prompts: Sequence[Prompt]) -> list[Prompt]:
+    """The blind baseline: the same prompts with every image replaced by a black image of its size."""
+
+    def prefix(p: PromptPrefix) -> PromptPrefix:
+        return p if not p.images else replace(p, images=tuple(black_image(i) for i in p.images))
+
+    def prompt(p: Prompt, new_prefix: PromptPrefix) -> Prompt:
+        return replace(p, prefix=new_prefix, suffix_images=tuple(black_image(i) for i in p.suffix_images))
+
+    return _map_prefixes(prompts, prefix, prompt)
+
+
+def _describe_markers(text: str, descriptions: Sequence[str | None], template: str) -> str:
+    pieces = text.split(IMAGE_MARKER)
+    if len(pieces) - 1 != len(descriptions):
+        raise ValueError(f"{len(pieces) - 1} image markers but {len(descriptions)} descriptions.")
+    out = [pieces[0]]
+    for description, piece in zip(descriptions, pieces[1:]):
+        if description is None:
+            raise ValueError(
+                "The text oracle needs the true description of every image; this prompt has an image without "
+                "one. Build prompts with support_descriptions / query_descriptions (Shapes tasks provide them)."
+            )
+        words = template.format(description=description.strip())
+        # A marker alone in its segment (captioning) leaves nothing after it; don't add a dangling space.
+        out.append(words + piece if piece else words)
+    return "".join(out)
+
+
+def to_text_oracle(prompts: Sequence[Prompt], template: str = "{description}") -> list[Prompt]:
+    """The text oracle: every ``<image>`` replaced by ``template`` filled with its true description.
+
+    The result holds no images, so any causal LM (the Frozen model's own frozen LM) reads it. With
+    Shapes, ``"<image> This is a dax."`` becomes ``"a large red star on the left. This is a dax."``.
+    """
+
+    def prefix(p: PromptPrefix) -> PromptPrefix:
+        if not p.images:
+            return p
+        return PromptPrefix(_describe_markers(p.text, p.descriptions, template), (), ())
+
+    def prompt(p: Prompt, new_prefix: PromptPrefix) -> Prompt:
+        return replace(
+            p,
+            prefix=new_prefix,
+            suffix_text=_describe_markers(p.suffix_text, p.suffix_descriptions, template),
+            suffix_images=(),
+            suffix_descriptions=(),
+        )
+
+    return _map_prefixes(prompts, prefix, prompt)

@@ -1,0 +1,1 @@
+"""Console entry points: `frozen-train`, `frozen-eval`, `frozen-push`, `frozen-verify`. Each reads top to bottom."""

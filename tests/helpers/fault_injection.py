@@ -1,0 +1,162 @@
+"""Runs the training program and SIGKILLs it at a chosen point, for fault-injection tests.
+
+    python tests/helpers/fault_injection.py <point> <occurrence> <training args...>
+
+Points (``occurrence`` counts from 1):
+
+- ``step``: inside optimizer step ``occurrence``, after backward and before the update;
+- ``model_file``: while checkpoint ``occurrence`` writes its weights (the file is left half written);
+- ``optimizer_file``: while checkpoint ``occurrence`` writes the optimizer state (left half written);
+- ``before_marker``: checkpoint ``occurrence`` fully written to its staging folder, completion marker not yet;
+- ``before_rename``: marker written, staging folder not yet renamed into place;
+- ``rotate``: halfway through deleting an old checkpoint (``occurrence``-th deletion by checkpoint rotation);
+- ``none``: no kill (the uninterrupted reference).
+
+Poisons (no kill; ``occurrence`` is the optimizer step, counted from 1), for the non-finite loss policies:
+
+- ``nan_loss`` / ``inf_loss``: the loss of that step's first micro-batch becomes NaN / +inf;
+- ``nan_grad``: the loss stays finite but the visual prefix's weight gradient becomes NaN;
+- ``nan_image``: that step's first micro-batch has a NaN pixel, so NaN flows through the vision backbone
+  (and into BatchNorm running statistics, where the backbone has them);
+- ``nan_weights_at_save``: a vision weight is set to NaN just before that step's checkpoint is written.
+
+The process kills itself with SIGKILL, as the OOM killer or a preempted machine would: no handler, no cleanup.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+
+def _die() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _truncate_half(path: str) -> None:
+    size = os.path.getsize(path)
+    with open(path, "r+b") as handle:
+        handle.truncate(size // 2)
+
+
+def install(point: str, occurrence: int) -> None:
+    """Patches the training code so that the process dies at `point`'s `occurrence`-th time."""
+    import torch
+    from transformers import Trainer
+
+    from frozen_hf.train import training
+
+    calls = {"count": 0}
+
+    def due() -> bool:
+        calls["count"] += 1
+        return calls["count"] == occurrence
+
+    if point == "step":
+        guard = training.FrozenTrainer._guard_optimizer_step
+
+        def guarded(self):
+            guard(self)
+            if self.state.global_step + 1 == occurrence:
+                _die()
+
+        training.FrozenTrainer._guard_optimizer_step = guarded
+    elif point == "model_file":
+        save = training.FrozenTrainer._save
+
+        def save_then_die(self, output_dir=None, state_dict=None):
+            save(self, output_dir, state_dict)
+            if output_dir and training.STAGING_PREFIX in str(output_dir) and due():
+                _truncate_half(os.path.join(output_dir, "model.safetensors"))
+                _die()
+
+        training.FrozenTrainer._save = save_then_die
+    elif point == "optimizer_file":
+        save = Trainer._save_optimizer_and_scheduler
+
+        def save_then_die(self, output_dir):
+            save(self, output_dir)
+            if due():
+                _truncate_half(os.path.join(output_dir, "optimizer.pt"))
+                _die()
+
+        Trainer._save_optimizer_and_scheduler = save_then_die
+    elif point in ("before_marker", "before_rename"):
+        write_json = training._write_json
+
+        def write_then_maybe_die(path, value):
+            is_marker = Path(path).name == training.COMPLETE_MARKER
+            if is_marker and point == "before_marker" and due():
+                _die()
+            write_json(path, value)
+            if is_marker and point == "before_rename" and due():
+                _die()
+
+        training._write_json = write_then_maybe_die
+    elif point == "rotate":
+        rmtree = shutil.rmtree
+
+        def half_rmtree(path, *args, **kwargs):
+            name = Path(path).name
+            if name.startswith("checkpoint-") and due():
+                # The worst order for a reader: weights and half the rest gone, completion marker still there.
+                files = sorted(Path(path).iterdir(), key=lambda item: item.name != "model.safetensors")
+                files = [item for item in files if item.name != training.COMPLETE_MARKER]
+                for item in files[: len(files) // 2]:
+                    item.unlink() if item.is_file() else rmtree(item)
+                _die()
+            return rmtree(path, *args, **kwargs)
+
+        shutil.rmtree = half_rmtree
+    elif point in ("nan_loss", "inf_loss", "nan_grad", "nan_image"):
+        compute_loss = training.FrozenTrainer.compute_loss
+        poisoned = set()
+
+        def poisoned_loss(self, model, inputs, *args, **kwargs):
+            step = self.state.global_step + 1
+            first = step == occurrence and step not in poisoned
+            poisoned.add(step) if first else None
+            if first and point == "nan_image":
+                inputs["pixel_values"] = inputs["pixel_values"].clone()
+                inputs["pixel_values"][0, 0, 0, 0] = float("nan")
+            if first and point == "nan_grad":
+                weight = self.accelerator.unwrap_model(model).model.visual_prefix.linear.weight
+                hook = {}
+
+                def nan_once(grad):
+                    hook.pop("handle").remove()
+                    return grad * float("nan")
+
+                hook["handle"] = weight.register_hook(nan_once)
+            result = compute_loss(self, model, inputs, *args, **kwargs)
+            if first and point in ("nan_loss", "inf_loss"):
+                factor = float("nan") if point == "nan_loss" else float("inf")
+                result = (result[0] * factor, *result[1:]) if isinstance(result, tuple) else result * factor
+            return result
+
+        training.FrozenTrainer.compute_loss = poisoned_loss
+    elif point == "nan_weights_at_save":
+        save_checkpoint = training.FrozenTrainer._save_checkpoint
+
+        def poison_then_save(self, model, trial):
+            if self.state.global_step == occurrence:
+                with torch.no_grad():
+                    self.accelerator.unwrap_model(model).model.visual_prefix.linear.weight[0, 0] = float("nan")
+            return save_checkpoint(self, model, trial)
+
+        training.FrozenTrainer._save_checkpoint = poison_then_save
+    elif point != "none":
+        raise SystemExit(f"unknown kill point {point!r}")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    install(sys.argv[1], int(sys.argv[2]))
+    from frozen_hf.train.training import main_cli
+
+    sys.exit(main_cli(sys.argv[3:]))

@@ -1,0 +1,36 @@
+"""Runs the training program in subprocesses for the fault-injection and non-finite tests: the driver
+(`fault_injection.py`, beside this file) kills or poisons it at a chosen point."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+REPO = Path(__file__).resolve().parents[2]
+DRIVER = Path(__file__).resolve().parent / "fault_injection.py"
+KILLED = -signal.SIGKILL
+
+
+def training_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    return env
+
+
+def run_training_subprocess(config: str, point: str = "none", occurrence: int = 1, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(DRIVER), point, str(occurrence), config, *extra],
+        cwd=REPO, env=training_env(), capture_output=True, text=True, timeout=600,
+    )
+
+
+def vision_state(output_dir: Path) -> dict[str, torch.Tensor]:
+    weights = load_file(output_dir / "model.safetensors")
+    return {k: v for k, v in weights.items() if k.startswith(("model.vision_model.", "model.visual_prefix."))}
