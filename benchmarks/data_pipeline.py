@@ -19,39 +19,18 @@ from .models import BenchSize, load_processor
 TARGET = 5.0
 
 
-def _collator(processor):
-    try:
-        from frozen_hf.data.collator import FrozenCaptionCollator
-    except ImportError:  # the collator is optional for this benchmark: fall back to what it does
-        return None
-    return FrozenCaptionCollator(processor)
-
-
 def collate_samples_per_second(size: BenchSize, num_samples: int, repeats: int = 2) -> float:
-    """Rows/s through the training collator (the processor when no collator is installed); best of `repeats`."""
+    """Rows/s through the training collator; best of `repeats`."""
+    from frozen_hf.data.collator import FrozenCaptionCollator, undecoded_images
     from frozen_hf.data.shapes import load_shapes
 
     processor = load_processor(size, visual_prefix_length=2)
-    collator = _collator(processor)
+    collate = FrozenCaptionCollator(processor)
     rows = load_shapes("captions", split="train", num_samples=num_samples, image_size=size.image_size, seed=1)
-    if collator is not None:
-        from frozen_hf.data.collator import undecoded_images
-
-        rows = undecoded_images(rows, "image")
+    rows = undecoded_images(rows, "image")
     batches = [rows[i : i + size.batch_size] for i in range(0, num_samples, size.batch_size)]
     # `rows[a:b]` gives columns; the collator takes a list of row dicts.
     batches = [[dict(zip(batch, values)) for values in zip(*batch.values())] for batch in batches]
-
-    def collate(batch) -> dict:
-        if collator is not None:
-            return collator(batch)
-        eos = processor.tokenizer.eos_token or ""
-        out = processor(
-            text=[f"<image> {row['caption']}{eos}" for row in batch], images=[[row["image"]] for row in batch],
-            return_tensors="pt", padding=True,
-        )
-        out["labels"] = processor.create_labels(out["input_ids"], out["attention_mask"])
-        return out
 
     collate(batches[0])  # warm-up
     best = 0.0

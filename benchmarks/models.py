@@ -14,14 +14,12 @@ same CLIP vision config (`clip_vision_config`).
 from __future__ import annotations
 
 import functools
-import os
 import tempfile
 from dataclasses import dataclass
 
 import torch
 from transformers import (
     AutoModelForCausalLM,
-    AutoTokenizer,
     CLIPVisionConfig,
     ConvNextConfig,
     LlamaConfig,
@@ -188,10 +186,6 @@ def load_language_model(size: BenchSize, dtype: torch.dtype = torch.float32, dev
     return model.eval().to(device)
 
 
-def load_tokenizer(size: BenchSize):
-    return AutoTokenizer.from_pretrained(language_model_path(size.name), padding_side="left")
-
-
 def load_llava(
     size: BenchSize, image_token_id: int, dtype: torch.dtype = torch.float32, device: str = "cpu"
 ) -> LlavaForConditionalGeneration:
@@ -235,7 +229,3 @@ def _trainable_to_float32(model: torch.nn.Module) -> None:
     # A bf16 frozen LM is fine (it is never updated), but trained weights keep float32 masters, as LLaVA's do.
     for module in (model.model.vision_model, model.model.visual_prefix):
         module.float()
-
-
-def threads_note() -> str:
-    return f"torch threads={torch.get_num_threads()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
