@@ -1,4 +1,5 @@
-"""Few-shot evaluation engine: greedy open-ended answers and closed-ended ranking for Frozen prompts.
+"""The answer engine: greedy open-ended answers to few-shot Frozen prompts, with the prefix KV reuse that
+closed-ended scoring (`frozen_hf.eval.scoring`) shares.
 
 Prompts come from :mod:`frozen_hf.eval.prompting`. Two paths give the same answers:
 
@@ -13,8 +14,8 @@ In the prefix-reuse path every row is laid out ``[pad][prefix][pad][query]``, wi
 that skip both paddings, so each row sees exactly the positions and keys it would see alone.
 Groups with a single prompt, or no prefix, go through the plain path.
 
-:func:`score_candidates` / :func:`rank_candidates` give the closed-ended variant: the summed
-log-likelihood of each candidate name as the continuation of the prompt (``" " + name``).
+The closed-ended variant (the summed log-likelihood of each candidate name after the prompt) is in
+:mod:`frozen_hf.eval.scoring`; it runs on the same `ModelContext`, `plan_reuse` and `run_reuse_units`.
 """
 
 from __future__ import annotations
@@ -35,14 +36,13 @@ from .prompting import Prompt
 
 __all__ = [
     "EngineStats",
+    "ModelContext",
     "generate_answers",
-    "score_candidates",
-    "rank_candidates",
     "postprocess_answer",
 ]
 
 
-# Cache layer updates that build new tensors rather than write into existing ones (see `_cache_rows`).
+# Cache layer updates that build new tensors rather than write into existing ones (see `cache_rows`).
 _APPENDING_UPDATES = (DynamicLayer.update, DynamicSlidingWindowLayer.update)
 
 
@@ -147,7 +147,7 @@ def _cut_at_eos(rows: list[list[int]], eos_ids: Sequence[int]) -> list[list[int]
     return cut
 
 
-def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
@@ -162,8 +162,9 @@ def _model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-class _Encoder:
-    """Tokenizes and encodes prompts for one model + processor."""
+class ModelContext:
+    """One model with its processor, tokenizer, device and special token ids: what every engine call needs to
+    tokenize prompts and run forward passes on them."""
 
     def __init__(self, model, processor):
         self.model = model
@@ -230,7 +231,7 @@ class _Encoder:
 
 
 def _greedy_from(
-    enc: _Encoder,
+    enc: ModelContext,
     logits: torch.Tensor,
     cache,
     attention_mask: torch.Tensor,
@@ -281,7 +282,7 @@ class _Prefixes:
     last_logits: torch.Tensor  # (rows, vocab): the next-token logits after each prefix
 
 
-def _cache_rows(cache, index: torch.Tensor):
+def cache_rows(cache, index: torch.Tensor):
     """A new cache holding rows `index` of `cache`, which stays as it was.
 
     Dynamic cache layers replace their tensors on every update (`torch.cat`) instead of writing into them, so the
@@ -297,7 +298,7 @@ def _cache_rows(cache, index: torch.Tensor):
     return selected
 
 
-def _encode_prefixes(enc: _Encoder, prefixes: Sequence[Any]) -> _Prefixes:
+def encode_prefixes(enc: ModelContext, prefixes: Sequence[Any]) -> _Prefixes:
     """Encodes several prefixes at once (images included); positions skip the left padding, as in `generate`."""
     batch = enc.batch([p.text for p in prefixes], [list(p.images) for p in prefixes], add_special_tokens=True)
     features = enc.image_features(batch.pop("pixel_values", None))
@@ -313,7 +314,7 @@ def _encode_prefixes(enc: _Encoder, prefixes: Sequence[Any]) -> _Prefixes:
     return _Prefixes(out.cache, mask, mask.long().sum(dim=1), out.logits[:, -1].float())
 
 
-def _encode_queries(enc: _Encoder, prompts: Sequence[Prompt], prefixes: _Prefixes, rows: Sequence[int]):
+def _encode_queries(enc: ModelContext, prompts: Sequence[Prompt], prefixes: _Prefixes, rows: Sequence[int]):
     """Runs the query segments of `prompts` on a copy of their prefixes' cache (`rows[i]`: the prefix of prompt i).
 
     Each row is laid out ``[prefix padding][prefix][query padding][query]``, with position ids that skip both
@@ -328,7 +329,7 @@ def _encode_queries(enc: _Encoder, prompts: Sequence[Prompt], prefixes: _Prefixe
     attention_mask = torch.cat([prefixes.attention_mask[index], suffix_mask], dim=1)
     start = prefixes.lengths[index][:, None]
     position_ids = torch.maximum(start + suffix_mask.long().cumsum(dim=1) - 1, start)
-    cache = _cache_rows(prefixes.cache, index)
+    cache = cache_rows(prefixes.cache, index)
     out = enc.forward(
         input_ids=suffix["input_ids"],
         attention_mask=attention_mask,
@@ -357,19 +358,19 @@ def _reuse_units(groups: list[list[int]], batch_size: int) -> list[list[list[int
     return units
 
 
-def _run_units(enc: _Encoder, prompts: Sequence[Prompt], groups: list[list[int]], batch_size: int, step) -> None:
+def run_reuse_units(enc: ModelContext, prompts: Sequence[Prompt], groups: list[list[int]], batch_size: int, step) -> None:
     """Encodes the prefixes of each unit once, then calls `step(indices, logits, cache, mask, last)` per query batch."""
     for unit in _reuse_units(groups, batch_size):
-        prefixes = _encode_prefixes(enc, [prompts[g[0]].prefix for g in unit])
+        prefixes = encode_prefixes(enc, [prompts[g[0]].prefix for g in unit])
         items = [(i, row) for row, group in enumerate(unit) for i in group]
-        for chunk in _chunks(items, batch_size):
+        for chunk in chunks(items, batch_size):
             indices = [i for i, _ in chunk]
             logits, cache, mask, last = _encode_queries(enc, [prompts[i] for i in indices], prefixes, [r for _, r in chunk])
             step(indices, logits, cache, mask, last)
 
 
 def _plain_generate(
-    enc: _Encoder, prompts: Sequence[Prompt], max_new_tokens: int, answer_end: _AnswerEnd | None = None
+    enc: ModelContext, prompts: Sequence[Prompt], max_new_tokens: int, answer_end: _AnswerEnd | None = None
 ) -> list[list[int]]:
     batch = enc.batch([p.text for p in prompts], [p.images for p in prompts])
     stopping = [_StopAtAnswerEnd(answer_end, batch["input_ids"].shape[1])] if answer_end is not None else None
@@ -384,7 +385,7 @@ def _plain_generate(
     return _cut_at_eos(output[:, batch["input_ids"].shape[1] :].tolist(), enc.eos_ids)
 
 
-def _plan(enc: _Encoder, prompts: Sequence[Prompt], reuse_prefix_cache: bool, stats: EngineStats, new_tokens: int):
+def plan_reuse(enc: ModelContext, prompts: Sequence[Prompt], reuse_prefix_cache: bool, stats: EngineStats, new_tokens: int):
     """Splits prompt indices into reusable prefix groups and the rest (plain path).
 
     `new_tokens`: how many tokens each row grows by after its prompt (answer or candidate tokens).
@@ -452,20 +453,20 @@ def generate_answers(
     start = time.perf_counter()
     was_training = model.training
     model.eval()
-    enc = _Encoder(model, processor)
+    enc = ModelContext(model, processor)
     results: list[list[int] | None] = [None] * len(prompts)
     try:
-        reuse_groups, plain = _plan(enc, prompts, reuse_prefix_cache, stats, max_new_tokens)
+        reuse_groups, plain = plan_reuse(enc, prompts, reuse_prefix_cache, stats, max_new_tokens)
         answer_end = _AnswerEnd(enc.tokenizer, enc.device) if stop_at_newline else None
 
         def decode(indices, logits, cache, mask, last):
             for index, ids in zip(indices, _greedy_from(enc, logits, cache, mask, last, max_new_tokens, answer_end)):
                 results[index] = ids
 
-        _run_units(enc, prompts, reuse_groups, batch_size, decode)
+        run_reuse_units(enc, prompts, reuse_groups, batch_size, decode)
         stats.prefix_groups_reused += len(reuse_groups)
         stats.prompts_via_reuse += sum(len(g) for g in reuse_groups)
-        for chunk in _chunks(plain, batch_size):
+        for chunk in chunks(plain, batch_size):
             for index, ids in zip(chunk, _plain_generate(enc, [prompts[i] for i in chunk], max_new_tokens, answer_end)):
                 results[index] = ids
         stats.prompts_via_plain += len(plain)
@@ -475,132 +476,3 @@ def generate_answers(
     stats.seconds += time.perf_counter() - start
     texts = enc.tokenizer.batch_decode(results, skip_special_tokens=True)
     return [postprocess_answer(t, stop_at_newline) for t in texts]
-
-
-def _candidate_ids(tokenizer, candidates: Sequence[str]) -> list[list[int]]:
-    ids = [tokenizer(" " + c.strip(), add_special_tokens=False)["input_ids"] for c in candidates]
-    for c, i in zip(candidates, ids):
-        if not i:
-            raise ValueError(f"Candidate {c!r} tokenizes to nothing; give non-empty candidate names.")
-    return ids
-
-
-def _score_from(
-    enc: _Encoder, logits: torch.Tensor, cache, attention_mask: torch.Tensor, last: torch.Tensor, cand_ids
-) -> torch.Tensor:
-    """Log-likelihood of every candidate continuation for each prompt row. Returns (rows, candidates)."""
-    rows, num_cand = logits.shape[0], len(cand_ids)
-    width = max(len(c) for c in cand_ids)
-    first = torch.log_softmax(logits, dim=-1)  # (rows, vocab)
-    tokens = torch.full((num_cand, width), enc.pad_id, dtype=torch.long, device=logits.device)
-    valid = torch.zeros((num_cand, width), dtype=torch.bool, device=logits.device)
-    for j, ids in enumerate(cand_ids):
-        tokens[j, : len(ids)] = torch.tensor(ids, device=logits.device)
-        valid[j, : len(ids)] = True
-    scores = first[:, tokens[:, 0]]  # (rows, cand)
-    if width > 1:
-        cache.batch_repeat_interleave(num_cand)
-        inputs = tokens[:, :-1].repeat(rows, 1)  # row-major: (row0: cand0..candC, row1: ...)
-        mask = torch.cat(
-            [attention_mask.repeat_interleave(num_cand, dim=0), valid[:, :-1].repeat(rows, 1).long()], dim=1
-        )
-        positions = last.repeat_interleave(num_cand)[:, None] + torch.arange(1, width, device=logits.device)[None]
-        out = enc.forward(input_ids=inputs, attention_mask=mask, position_ids=positions, cache=cache)
-        logp = torch.log_softmax(out.logits.float(), dim=-1)  # (rows*cand, width-1, vocab)
-        targets = tokens[:, 1:].repeat(rows, 1)
-        picked = logp.gather(-1, targets[..., None])[..., 0]
-        picked = picked * valid[:, 1:].repeat(rows, 1)
-        scores = scores + picked.sum(dim=1).view(rows, num_cand)
-    return scores
-
-
-@torch.no_grad()
-def score_candidates(
-    model,
-    processor,
-    prompts: Sequence[Prompt],
-    candidates: Sequence[Sequence[str]] | None = None,
-    *,
-    batch_size: int = 16,
-    reuse_prefix_cache: bool = True,
-    stats: EngineStats | None = None,
-) -> list[list[float]]:
-    """Closed-ended scores: the log-likelihood of each candidate name (``" " + name``) after each prompt.
-
-    `candidates` defaults to each prompt's own `candidates` (the episode's names). Prompts sharing a
-    prefix reuse its KV cache when `reuse_prefix_cache`; otherwise every prompt is encoded whole.
-    """
-    if candidates is None:
-        candidates = [p.candidates for p in prompts]
-    if len(candidates) != len(prompts):
-        raise ValueError(f"Got {len(candidates)} candidate lists for {len(prompts)} prompts.")
-    for index, c in enumerate(candidates):
-        if not c:
-            raise ValueError(
-                f"Prompt {index} has no candidates: closed-ended ranking needs the episode's names "
-                "(open_ended_prompts sets them)."
-            )
-    stats = stats if stats is not None else EngineStats()
-    start = time.perf_counter()
-    was_training = model.training
-    model.eval()
-    enc = _Encoder(model, processor)
-    results: list[list[float] | None] = [None] * len(prompts)
-    try:
-        distinct_lists = {tuple(c) for c in candidates}
-        longest_candidate = max(len(ids) for c in distinct_lists for ids in _candidate_ids(enc.tokenizer, c))
-        reuse_groups, plain = _plan(enc, prompts, reuse_prefix_cache, stats, longest_candidate)
-        # Rows scored together share one candidate list: split groups by it first.
-        scored_groups = [sub for group in reuse_groups for sub in _same_candidates(group, candidates)]
-
-        def score(indices, logits, cache, mask, last):
-            for sub in _same_candidates(indices, candidates):
-                rows = [indices.index(i) for i in sub]
-                sub_cache = cache
-                if len(sub) != len(indices):
-                    sub_cache = _cache_rows(cache, torch.tensor(rows, device=logits.device))
-                scores = _score_from(
-                    enc, logits[rows], sub_cache, mask[rows], last[rows], _candidate_ids(enc.tokenizer, candidates[sub[0]])
-                )
-                for index, row in zip(sub, scores.tolist()):
-                    results[index] = row
-
-        _run_units(enc, prompts, scored_groups, batch_size, score)
-        stats.prefix_groups_reused += len(reuse_groups)
-        stats.prompts_via_reuse += sum(len(g) for g in reuse_groups)
-        for sub in _same_candidates(plain, candidates):
-            for chunk in _chunks(sub, batch_size):
-                encoded = _encode_prefixes(enc, [prompts[i] for i in chunk])
-                scores = _score_from(
-                    enc, encoded.last_logits, encoded.cache, encoded.attention_mask, encoded.lengths - 1,
-                    _candidate_ids(enc.tokenizer, candidates[chunk[0]]),
-                )
-                for index, row in zip(chunk, scores.tolist()):
-                    results[index] = row
-        stats.prompts_via_plain += len(plain)
-    finally:
-        model.train(was_training)
-    stats.prompts += len(prompts)
-    stats.seconds += time.perf_counter() - start
-    return results  # type: ignore[return-value]
-
-
-def _same_candidates(indices: Sequence[int], candidates: Sequence[Sequence[str]]) -> list[list[int]]:
-    groups: dict[tuple[str, ...], list[int]] = {}
-    for i in indices:
-        groups.setdefault(tuple(candidates[i]), []).append(i)
-    return list(groups.values())
-
-
-def rank_candidates(
-    model,
-    processor,
-    prompts: Sequence[Prompt],
-    candidates: Sequence[Sequence[str]] | None = None,
-    **kwargs,
-) -> list[str]:
-    """Closed-ended answers: for each prompt, the candidate with the highest log-likelihood."""
-    if candidates is None:
-        candidates = [p.candidates for p in prompts]
-    scores = score_candidates(model, processor, prompts, candidates, **kwargs)
-    return [list(c)[max(range(len(s)), key=s.__getitem__)] for c, s in zip(candidates, scores)]

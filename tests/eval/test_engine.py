@@ -6,7 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from frozen_hf.eval.engine import EngineStats, generate_answers, rank_candidates, score_candidates
+from frozen_hf.eval.engine import EngineStats, generate_answers
+from frozen_hf.eval.scoring import rank_candidates, score_candidates
 from frozen_hf.eval.prompting import Prompt, PromptPrefix, open_ended_prompts, to_blind, to_text_oracle, vqa_prompts
 from frozen_hf import FrozenConfig, FrozenForConditionalGeneration
 from tests.helpers.tiny import tiny_model, tiny_processor, tiny_text_config, tiny_vision_config

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from frozen_hf.eval import run as eval_run
-from frozen_hf.eval.report import build_table, load_results, render_markdown, write_report
+from frozen_hf.eval.record import load_records
+from frozen_hf.eval.report import render_markdown, write_report
+from frozen_hf.programs import evaluate as frozen_eval
 from frozen_hf.eval.tasks import ProtocolError, TaskSettings, apply_variant, build_task
 from frozen_hf.eval.prompting import IMAGE_MARKER
 from tests.helpers.tiny import tiny_model, tiny_processor
@@ -26,7 +27,7 @@ def model_dir(tmp_path_factory) -> Path:
 
 
 def run_cli(*args: str) -> int:
-    return eval_run.main([str(a) for a in args])
+    return frozen_eval.main([str(a) for a in args])
 
 
 # --------------------------------------------------------------------------- tasks
@@ -92,33 +93,45 @@ def test_single_task_runs_and_writes_the_report(model_dir, tmp_path, capsys):
     assert run_cli(*common, "--task", "shapes_open_ended", "--ways", 2, "--inner-shots", 3, "--closed-ended") == 0
     assert run_cli(*common, "--task", "shapes_vqa", "--shots", 1, "--no-kv-reuse") == 0
     assert "exact match" in capsys.readouterr().out
-    records = load_results(out)
+    records = load_records(out)
     assert len(records) == 6
-    rows = build_table(records)["rows"]
-    assert rows == ["Frozen", "Frozen, blind", "Text oracle (LM)", "Frozen (closed-ended)"]
-    closed = [r for r in records if r["closed_ended"]][0]
-    assert closed["num_examples"] == 4 and all(e["answer"] in ("dax", "blicket", "wug", "zup", "fep", "tove", "gorp",
-                                                                 "mib", "kiki", "toma") for e in closed["examples"])
+    assert [(r.variant, r.closed_ended) for r in records if r.task == "shapes_open_ended"] == [
+        ("frozen", False), ("frozen", False), ("blind", False), ("text_oracle", False), ("frozen", True)]
+    closed = [r for r in records if r.closed_ended][0]
+    assert closed.n == 4 and all(e["answer"] in ("dax", "blicket", "wug", "zup", "fep", "tove", "gorp",
+                                                 "mib", "kiki", "toma") for e in closed.examples)
+    # Two names per episode, each the target of one query: a uniform guess is right half of the time.
+    assert closed.chance == 50.0 and closed.ci_low <= closed.accuracy <= closed.ci_high
+    assert [r.layout for r in records] == ["paper"] * 6
     report = (out / "report.md").read_text()
-    assert "| model | 2-way 1-shot | 2-way 3-shot |" in report
-    table = json.loads((out / "report.json").read_text())
-    assert set(table["cells"]["Frozen"]) == {"Shapes open-ended 2-way 1-shot", "Shapes open-ended 2-way 3-shot",
-                                            "Shapes VQA 1-shot"}
+    assert "| layout | model | 2-way 1-shot | 2-way 3-shot |" in report
+    assert f"| paper | Frozen | {records[0].interval_text()} |" in report
+    assert "| chance (measured) | 50.0 | 50.0 |" in report
+    tables = json.loads((out / "report.json").read_text())["tables"]
+    binding = [t for t in tables if t["task"] == "shapes_open_ended"]
+    assert [t["layout"] for t in binding] == ["paper"]
+    assert [row["row"] for row in binding[0]["rows"]] == [
+        "Frozen", "Frozen, blind", "Text oracle (LM)", "Frozen (closed-ended)"]
+    assert set(binding[0]["rows"][0]["cells"]) == {"2-way 1-shot", "2-way 3-shot"}
     assert (out / "plot_shapes_open_ended.png").stat().st_size > 1000
 
 
 def test_demo_suite_writes_every_row_and_column(model_dir, tmp_path):
     out = tmp_path / "suite"
     assert run_cli("--model", model_dir, "--suite", "demo", "--scale", 0.05, "--output", out) == 0
-    table = json.loads((out / "report.json").read_text())
-    assert table["rows"] == ["Frozen", "Frozen, blind", "Text oracle (LM)"]
-    assert "Shapes captions test" in table["columns"] and "Shapes VQA 0-shot" in table["columns"]
-    for ways in (2, 5):
-        for shots in (1, 3, 5):
-            column = f"Shapes open-ended {ways}-way {shots}-shot"
-            assert set(r for r in table["rows"] if column in table["cells"][r]) == set(table["rows"])
-    assert "Shapes captions test" not in table["cells"]["Text oracle (LM)"]
-    assert {c["target"].split(" >=")[0] for c in table["checks"]} >= {"Shapes captions right", "Shapes VQA 0-shot"}
+    report = json.loads((out / "report.json").read_text())
+    tables = {t["task"]: t for t in report["tables"]}
+    assert list(tables) == ["shapes_captions", "shapes_vqa", "shapes_open_ended"]
+    assert [r["variant"] for r in tables["shapes_captions"]["rows"]] == ["frozen", "blind"]
+    binding = tables["shapes_open_ended"]
+    assert [r["variant"] for r in binding["rows"]] == ["frozen", "blind", "text_oracle"]
+    assert binding["columns"] == [f"{w}-way {k}-shot" for w in (2, 5) for k in (1, 3, 5)]
+    assert all(set(r["cells"]) == set(binding["columns"]) for r in binding["rows"])
+    assert binding["chance"] == {"2-way 1-shot": 50.0, "2-way 3-shot": 50.0, "2-way 5-shot": 50.0,
+                                 "5-way 1-shot": 20.0, "5-way 3-shot": 20.0, "5-way 5-shot": 20.0}
+    targets = {c["target"].split(" >=")[0].split(" blind")[0] for c in report["checks"]}
+    assert {"Shapes captions right", "Shapes VQA 0-shot", "Shapes open-ended 5-way 1-shot"} <= targets
+    assert all(c["target"].endswith("(paper layout)") for c in report["checks"])
     assert (out / "plot_shapes_open_ended.png").is_file()
 
 
@@ -128,7 +141,7 @@ def test_report_regenerates_from_results(model_dir, tmp_path):
     (out / "report.md").unlink()
     paths = write_report(out)
     assert paths["markdown"].is_file()
-    assert "Shapes captions (caption right, %)" in render_markdown(load_results(out))
+    assert "Shapes captions (caption right, %)" in render_markdown(load_records(out))
 
 
 # --------------------------------------------------------------------------- bad input
@@ -182,7 +195,10 @@ def test_ablation_suite_rows_merge_into_one_report(model_dir, tmp_path):
     common = ["--model", model_dir, "--suite", "ablation", "--scale", 0.05, "--output", out]
     assert run_cli(*common, "--label", "Frozen", "--variants", "frozen,blind") == 0
     assert run_cli(*common, "--label", "Frozen, n=1", "--variants", "frozen") == 0
-    table = json.loads((out / "report.json").read_text())
-    assert table["rows"] == ["Frozen", "Frozen, blind", "Frozen, n=1"]
-    assert set(table["cells"]["Frozen, n=1"]) == set(table["cells"]["Frozen"])
+    records = load_records(out)
+    assert list(dict.fromkeys(r.row_key for r in records)) == [
+        ("Frozen", "frozen", False), ("Frozen", "blind", False), ("Frozen, n=1", "frozen", False)]
+    cells = {label: {(r.task, r.setting) for r in records if r.label == label and r.is_model}
+             for label in ("Frozen", "Frozen, n=1")}
+    assert cells["Frozen, n=1"] == cells["Frozen"]
     assert run_cli(*common, "--variants", "frozen,deaf") == 2
