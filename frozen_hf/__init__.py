@@ -14,15 +14,10 @@ from transformers import (
 )
 
 from .bundled import BundledModelNotInstalledError, bundled_language_model_path, default_language_model_path
-from .configuration_frozen import FrozenConfig
+from .configuration_frozen import FrozenConfig, default_vision_config
 from .image_processing_frozen import FrozenImageProcessor
-from .modeling_frozen import (
-    FrozenForConditionalGeneration,
-    FrozenModel,
-    FrozenPreTrainedModel,
-    FrozenVisualPrefix,
-    default_vision_config,
-)
+from .loading_frozen import LanguageModelRevisionError
+from .modeling_frozen import FrozenForConditionalGeneration, FrozenModel, FrozenPreTrainedModel, FrozenVisualPrefix
 from .processing_frozen import FrozenProcessor
 
 
@@ -66,5 +61,6 @@ __all__ = [
     "FrozenPreTrainedModel",
     "FrozenProcessor",
     "FrozenVisualPrefix",
+    "LanguageModelRevisionError",
     "default_vision_config",
 ]

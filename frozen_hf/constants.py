@@ -14,6 +14,7 @@ TRAINED_PARTS = ("vision_model.", "visual_prefix.")
 REMOTE_CODE_FILES = (
     "configuration_frozen.py",
     "modeling_frozen.py",
+    "loading_frozen.py",
     "processing_frozen.py",
     "image_processing_frozen.py",
     "constants.py",

@@ -2,47 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import re
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import (
-    AutoModel,
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    GenerationConfig,
-    GenerationMixin,
-    PreTrainedConfig,
-    PreTrainedModel,
-)
+from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import (
     BaseModelOutputWithPooling,
     MultimodalBaseModelOutputWithPast,
     MultimodalCausalLMOutputWithPast,
 )
-from transformers.modeling_utils import load_state_dict, slice_logits_to_keep
-from transformers.utils import SAFE_WEIGHTS_NAME, cached_file, logging
+from transformers.modeling_utils import slice_logits_to_keep
 
 from .configuration_frozen import FrozenConfig
-
-
-logger = logging.get_logger(__name__)
-
-IMAGE_TOKEN = "<image>"
-
-# What training changes, relative to `FrozenModel`: a trained-parts-only checkpoint holds exactly these.
-TRAINED_PARTS = ("vision_model.", "visual_prefix.")
-
-_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token")
-
-_COMMIT_HASH = re.compile(r"[0-9a-f]{40}")
-
-
-class LanguageModelRevisionError(ValueError):
-    """The language model a trained-parts-only checkpoint references is not available at the recorded revision."""
+from .loading_frozen import FrozenLoadingMixin
 
 
 @dataclass
@@ -86,8 +60,9 @@ def pool_vision_output(vision_outputs) -> torch.Tensor:
     return pooled.flatten(1)
 
 
-class FrozenPreTrainedModel(PreTrainedModel):
-    """Base class holding the Frozen family's transformers settings, weight init and language-model freezing."""
+class FrozenPreTrainedModel(FrozenLoadingMixin, PreTrainedModel):
+    """Base class holding the Frozen family's transformers settings, weight init and language-model freezing
+    (loading and saving come from [`FrozenLoadingMixin`])."""
 
     config: FrozenConfig
     config_class = FrozenConfig
@@ -100,113 +75,6 @@ class FrozenPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _skip_keys_device_placement = ["cache"]
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """Loads like any transformers model, then re-freezes the language model.
-
-        Loading re-creates parameters with `requires_grad=True`, which would silently undo the freezing done in
-        `__init__`.
-
-        A checkpoint saved with `config.trained_parts_only` holds only the vision encoder and the projection: the
-        language model is then loaded from `config.language_model_name_or_path` at `config.language_model_revision`
-        (see [`load_frozen_language_model`]) and the trained weights are laid over it.
-        """
-        config = kwargs.get("config")
-        if not isinstance(config, PreTrainedConfig):
-            hub_kwargs = {name: kwargs[name] for name in _HUB_KWARGS if name in kwargs}
-            config = cls.config_class.from_pretrained(config or pretrained_model_name_or_path, **hub_kwargs)
-        if getattr(config, "trained_parts_only", False):
-            kwargs["config"] = config
-            return cls._from_trained_parts(pretrained_model_name_or_path, **kwargs)
-        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        if model.config.freeze_language_model:
-            model.freeze_language_model()
-        return model
-
-    @classmethod
-    def _from_trained_parts(
-        cls, pretrained_model_name_or_path: str | os.PathLike, config: FrozenConfig, **kwargs
-    ) -> "FrozenPreTrainedModel":
-        hub_kwargs = {name: kwargs.pop(name) for name in _HUB_KWARGS if name in kwargs}
-        language_model_kwargs = {name: kwargs.pop(name) for name in ("dtype", "attn_implementation") if name in kwargs}
-        if "torch_dtype" in kwargs:
-            language_model_kwargs.setdefault("dtype", kwargs.pop("torch_dtype"))
-        # Credentials and cache settings apply to the language model's repo too; the revision is its own.
-        for name in ("cache_dir", "force_download", "local_files_only", "proxies", "token"):
-            if name in hub_kwargs:
-                language_model_kwargs[name] = hub_kwargs[name]
-        ignored = sorted(name for name in kwargs if not name.startswith("_") and name != "trust_remote_code")
-        if ignored:
-            logger.warning(f"Ignoring {ignored} when loading a trained-parts-only Frozen checkpoint.")
-
-        language_model = load_frozen_language_model(config, **language_model_kwargs)
-        model = cls._wrap_language_model(config, language_model)
-        weights = cached_file(pretrained_model_name_or_path, SAFE_WEIGHTS_NAME, **hub_kwargs)
-        model.load_trained_state_dict(load_state_dict(weights))
-        try:
-            model.generation_config = GenerationConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
-        except OSError:
-            pass  # no generation_config.json: keep the language model's
-        model.eval()
-        if config.freeze_language_model:
-            model.freeze_language_model()
-        return model
-
-    @classmethod
-    def _wrap_language_model(cls, config: FrozenConfig, language_model: PreTrainedModel) -> "FrozenPreTrainedModel":
-        """A model of this class around a loaded causal LM, with a freshly initialised vision encoder and projection."""
-        # Build the LM skeleton on the meta device: its weights are about to be replaced by the pretrained ones.
-        with torch.device("meta"):
-            model = cls(config)
-        base = model if isinstance(model, FrozenModel) else model.model
-        base.language_model = language_model.base_model
-        if isinstance(model, FrozenForConditionalGeneration):
-            model.lm_head = language_model.get_output_embeddings()
-        base.vision_model = AutoModel.from_config(config.vision_config)
-        base.visual_prefix = FrozenVisualPrefix(
-            config.vision_feature_dim, config.text_config.hidden_size, config.visual_prefix_length
-        )
-        model._init_weights(base.visual_prefix)
-        base.visual_prefix.to(language_model.dtype)
-        if isinstance(model, FrozenForConditionalGeneration):
-            model.tie_weights()
-        model.generation_config = language_model.generation_config
-        model.freeze_language_model()
-        return model
-
-    def _trained_prefixes(self) -> tuple[str, ...]:
-        base = "" if isinstance(self, FrozenModel) else "model."
-        return tuple(base + name for name in TRAINED_PARTS)
-
-    def trained_state_dict(self) -> dict[str, torch.Tensor]:
-        """The weights that training changes (vision encoder and visual prefix projection, buffers included), keyed
-        as in `state_dict()`: what a trained-parts-only checkpoint holds."""
-        return {k: v for k, v in self.state_dict().items() if k.startswith(self._trained_prefixes())}
-
-    def load_trained_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
-        """Loads a trained-parts-only state dict (from either head class) over this model's vision encoder and
-        projection, refusing any weight outside them and any missing one."""
-        base = "" if isinstance(self, FrozenModel) else "model."
-        renamed = {}
-        for key, value in state_dict.items():
-            key = key.removeprefix("model.")
-            renamed[base + key] = value
-        prefixes = self._trained_prefixes()
-        foreign = sorted(k for k in renamed if not k.startswith(prefixes))
-        if foreign:
-            raise ValueError(
-                f"This trained-parts-only checkpoint holds weights outside the vision encoder and projection "
-                f"({foreign[:5]}{' ...' if len(foreign) > 5 else ''}). Either its config.json wrongly sets "
-                "trained_parts_only=true, or it was saved by hand: re-save it with save_pretrained."
-            )
-        missing = sorted(set(self.trained_state_dict()) - set(renamed))
-        if missing:
-            raise ValueError(
-                f"This trained-parts-only checkpoint lacks trained weights: {missing[:5]}"
-                f"{' ...' if len(missing) > 5 else ''}. It does not match its config's vision encoder."
-            )
-        self.load_state_dict(renamed, strict=False)
 
     def _language_model_modules(self) -> list[nn.Module]:
         base = self.model if isinstance(self, FrozenForConditionalGeneration) else self
@@ -228,22 +96,6 @@ class FrozenPreTrainedModel(PreTrainedModel):
             for module in self._language_model_modules():
                 module.eval()
         return self
-
-    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
-        """Saves like any transformers model. With remote code enabled (`register_for_auto_class`), the saved
-        `auto_map` names `AutoModel` too, which transformers' single `_auto_class` per class cannot express.
-        With `config.trained_parts_only`, only [`trained_state_dict`] is written (unless `state_dict` is given)."""
-        if self.config.trained_parts_only and kwargs.get("state_dict") is None:
-            # The language model is referenced by Hub id and revision in the config, not stored.
-            kwargs["state_dict"] = self.trained_state_dict()
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if self._auto_class is not None and getattr(self.config, "auto_map", None):
-            auto_map = dict(self.config.auto_map)
-            auto_map.setdefault("AutoModel", "modeling_frozen.FrozenModel")
-            auto_map.setdefault("AutoModelForImageTextToText", "modeling_frozen.FrozenForConditionalGeneration")
-            if auto_map != self.config.auto_map:
-                self.config.auto_map = auto_map
-                self.config.save_pretrained(save_directory)
 
     def _init_weights(self, module: nn.Module) -> None:
         # Only the projection is ours; the backbone and the LM initialise themselves (or are loaded).
@@ -507,57 +359,6 @@ class FrozenForConditionalGeneration(FrozenPreTrainedModel, GenerationMixin):
             image_outputs=outputs.image_outputs,
         )
 
-    @classmethod
-    def from_language_model(
-        cls,
-        language_model_name_or_path: str | os.PathLike,
-        vision_config: dict | object | None = None,
-        visual_prefix_length: int = 2,
-        image_token_id: int | None = None,
-        revision: str | None = None,
-        **kwargs,
-    ) -> "FrozenForConditionalGeneration":
-        """Builds a Frozen model around a pretrained causal LM (Hub id or local folder) with a fresh vision encoder.
-
-        The language model's weights are used exactly as loaded and frozen. Extra `kwargs` (`dtype`,
-        `attn_implementation`, `trust_remote_code`, `token`, ...) go to `AutoModelForCausalLM.from_pretrained`.
-
-        Args:
-            language_model_name_or_path: Hub id or folder of any `AutoModelForCausalLM` checkpoint.
-            vision_config: config (or dict with `model_type`) of the vision backbone, trained from scratch.
-                Defaults to `default_vision_config()`, a small ResNet.
-            visual_prefix_length: number of prefix embeddings per image.
-            image_token_id: placeholder id; by default the id the LM's tokenizer gives `<image>` once
-                [`FrozenProcessor.from_language_model`] adds it.
-            revision: Hub revision of the language model.
-        """
-        from transformers import AutoConfig, PreTrainedConfig
-        from transformers.utils.hub import resolve_revision
-
-        # Pin the commit once, so that the config records exactly which LM the vision encoder is trained against.
-        revision = resolve_revision(str(language_model_name_or_path), revision, token=kwargs.get("token"))
-        language_model = AutoModelForCausalLM.from_pretrained(language_model_name_or_path, revision=revision, **kwargs)
-        if image_token_id is None:
-            tokenizer = AutoTokenizer.from_pretrained(language_model_name_or_path, revision=revision)
-            image_token_id = placeholder_token_id(tokenizer)
-        if vision_config is None:
-            vision_config = default_vision_config()
-        elif isinstance(vision_config, dict):
-            vision_config = dict(vision_config)
-            vision_config = AutoConfig.for_model(vision_config.pop("model_type"), **vision_config)
-        if not isinstance(vision_config, PreTrainedConfig):
-            raise ValueError(f"vision_config must be a transformers config or a dict, got {type(vision_config)}.")
-        config = cls.config_class(
-            vision_config=vision_config,
-            text_config=language_model.config,
-            visual_prefix_length=visual_prefix_length,
-            image_token_id=image_token_id,
-            language_model_name_or_path=str(language_model_name_or_path),
-            language_model_revision=getattr(revision, "resolved", None) or revision,
-        )
-        return cls._wrap_language_model(config, language_model)
-
-
 def positions_from_attention_mask(
     attention_mask: torch.Tensor | None, cache: Cache | None, num_new_tokens: int
 ) -> torch.LongTensor | None:
@@ -573,83 +374,6 @@ def positions_from_attention_mask(
         return None
     position_ids = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
     return position_ids[:, past:]
-
-
-def load_frozen_language_model(config: FrozenConfig, **kwargs) -> PreTrainedModel:
-    """Loads the causal LM a trained-parts-only checkpoint references, at the revision it was trained with.
-
-    `config.language_model_name_or_path` is a Hub id (or a local folder, where revisions do not apply) and
-    `config.language_model_revision` the commit it was trained with. The revision is checked twice: the Hub must still
-    resolve it to that same commit (a deleted or rewritten history does not), and the loaded files must come from it.
-    `kwargs` go to `AutoModelForCausalLM.from_pretrained` (`dtype`, `token`, `cache_dir`, ...); the LM repo's own
-    remote code is never trusted implicitly.
-
-    Raises:
-        LanguageModelRevisionError: the LM is not available at the recorded revision; the message names both the
-            recorded revision and the one the Hub has now.
-    """
-    name = config.language_model_name_or_path
-    revision = config.language_model_revision
-    if not name:
-        raise ValueError(
-            "This checkpoint holds only the trained vision weights (trained_parts_only=true) but its config does not "
-            "say which language model they belong to (language_model_name_or_path is empty)."
-        )
-    if os.path.isdir(name):
-        return AutoModelForCausalLM.from_pretrained(name, **kwargs)
-    if not revision:
-        raise ValueError(
-            f"This trained-parts-only checkpoint references the language model {name!r} without a revision, so it "
-            "cannot tell whether the LM on the Hub is the one it was trained with. Set language_model_revision to the "
-            "commit it was trained with in config.json."
-        )
-    recorded = _check_language_model_revision(name, revision, kwargs.get("token"), kwargs.get("local_files_only"))
-    language_model = AutoModelForCausalLM.from_pretrained(name, revision=revision, **kwargs)
-    loaded = getattr(language_model.config, "_commit_hash", None)
-    if recorded and loaded and loaded != recorded:
-        raise LanguageModelRevisionError(
-            f"The language model {name!r} was loaded at revision {loaded}, but this checkpoint was trained with "
-            f"revision {recorded}. Its vision weights only fit the language model they were trained with."
-        )
-    return language_model
-
-
-def _check_language_model_revision(
-    name: str, revision: str, token: str | bool | None, local_files_only: bool | None
-) -> str | None:
-    """The commit the recorded revision names (checked against the Hub when online), or `None` if unknown offline."""
-    from huggingface_hub import HfApi, constants
-    from huggingface_hub.errors import RevisionNotFoundError
-
-    if local_files_only or constants.HF_HUB_OFFLINE:
-        # The cache is keyed by commit, so a recorded commit hash is still checked after loading.
-        return revision if _COMMIT_HASH.fullmatch(revision) else None
-    api = HfApi()
-    try:
-        resolved = api.model_info(name, revision=revision, token=token).sha
-    except RevisionNotFoundError as err:
-        try:
-            current = api.model_info(name, token=token).sha
-        except Exception:  # the repo may be gone altogether; the message above still holds
-            current = "unknown (the repository could not be read)"
-        raise LanguageModelRevisionError(
-            f"This checkpoint was trained with the language model {name!r} at revision {revision}, but the Hub no "
-            f"longer has that revision (the repository's main branch is now at revision {current}). Its vision weights "
-            "only fit the language model they were trained with: restore that revision of the LM, or retrain against "
-            "the current one."
-        ) from err
-    if _COMMIT_HASH.fullmatch(revision) and resolved != revision:
-        raise LanguageModelRevisionError(
-            f"This checkpoint was trained with the language model {name!r} at revision {revision}, but the Hub "
-            f"resolves that revision to {resolved}. Its vision weights only fit the language model they were trained "
-            "with."
-        )
-    if not _COMMIT_HASH.fullmatch(revision):
-        logger.warning(
-            f"This checkpoint references {name!r} at {revision!r}, a branch or tag that can move; loading commit "
-            f"{resolved}. Pin language_model_revision to a commit hash to make sure the LM is the one it was trained with."
-        )
-    return resolved
 
 
 def causal_lm_loss_at_targets(
@@ -669,25 +393,6 @@ def causal_lm_loss_at_targets(
     if torch.is_tensor(num_items_in_batch):
         num_items_in_batch = num_items_in_batch.to(loss.device)
     return loss / num_items_in_batch
-
-
-def default_vision_config():
-    """The default vision encoder, trained from scratch: a small ResNet (1.2M parameters, BatchNorm, ReLU), sized
-    for CPU.
-
-    Through a frozen LM it learns to name colour, shape, size and position of Shapes objects within a few hundred
-    steps. A ConvNeXt of similar size learns far more slowly from scratch there: its blocks start scaled by 1e-6
-    (layer scale), and after 100 steps it still gave one caption for every image.
-    """
-    from transformers import ResNetConfig
-
-    return ResNetConfig(embedding_size=32, hidden_sizes=[32, 64, 128, 256], depths=[1, 1, 1, 1], layer_type="basic")
-
-
-def placeholder_token_id(tokenizer) -> int:
-    """The id `<image>` has in `tokenizer`, or the id it gets when added as a new special token."""
-    vocab = tokenizer.get_vocab()
-    return vocab[IMAGE_TOKEN] if IMAGE_TOKEN in vocab else len(tokenizer)
 
 
 def _module_name(root: nn.Module, target: nn.Module) -> str:
@@ -712,7 +417,5 @@ __all__ = [
     "FrozenModel",
     "FrozenPreTrainedModel",
     "FrozenVisualPrefix",
-    "LanguageModelRevisionError",
     "causal_lm_loss_at_targets",
-    "load_frozen_language_model",
 ]

@@ -12,6 +12,8 @@ from transformers import AutoTokenizer
 from transformers.image_utils import make_flat_list_of_images
 from transformers.processing_utils import ProcessorMixin
 
+from .configuration_frozen import check_visual_prefix_length
+from .constants import IMAGE_TOKEN
 from .image_processing_frozen import FrozenImageProcessor
 
 
@@ -23,7 +25,7 @@ DEFAULT_CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
     "{%- if message['content'] is string -%}{{ message['content'] }}"
     "{%- else -%}{%- for block in message['content'] -%}"
-    "{%- if block['type'] == 'image' -%}<image>"
+    "{%- if block['type'] == 'image' -%}" + IMAGE_TOKEN +
     "{%- elif block['type'] == 'text' -%}{{ block['text'] }}"
     "{%- endif -%}{%- endfor -%}{%- endif -%}"
     "{%- if not loop.last -%}{{ '\n' }}{%- endif -%}"
@@ -54,12 +56,11 @@ class FrozenProcessor(ProcessorMixin):
         image_processor=None,
         tokenizer=None,
         visual_prefix_length: int = 2,
-        image_token: str = "<image>",
+        image_token: str = IMAGE_TOKEN,
         chat_template: str | None = None,
         **kwargs,
     ):
-        if not isinstance(visual_prefix_length, int) or visual_prefix_length < 1:
-            raise ValueError(f"visual_prefix_length must be a positive int, got {visual_prefix_length!r}.")
+        check_visual_prefix_length(visual_prefix_length)
         self.visual_prefix_length = visual_prefix_length
         self.image_token = image_token
         if tokenizer is not None:

@@ -343,7 +343,7 @@ def test_too_few_images_for_placeholders(processor, model):
 
 
 def test_invalid_visual_prefix_length_in_config():
-    with pytest.raises(ValueError, match="visual_prefix_length must be >= 1"):
+    with pytest.raises(ValueError, match="visual_prefix_length must be an int >= 1"):
         FrozenConfig(visual_prefix_length=0)
 
 

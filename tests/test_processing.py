@@ -176,7 +176,7 @@ def test_wrong_text_type(processor):
 
 
 def test_invalid_prefix_length():
-    with pytest.raises(ValueError, match="visual_prefix_length must be a positive int"):
+    with pytest.raises(ValueError, match="visual_prefix_length must be an int >= 1"):
         FrozenProcessor(image_processor=FrozenImageProcessor(), tokenizer=tiny_tokenizer(), visual_prefix_length=0)
 
 

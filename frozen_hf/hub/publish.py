@@ -33,7 +33,7 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RevisionNo
 from huggingface_hub.utils import validate_repo_id
 
 from .model_card import build_model_card, collect_card_assets
-from ..modeling_frozen import TRAINED_PARTS
+from ..constants import AUTO_MAP, REMOTE_CODE_FILES, TRAINED_PARTS
 
 __all__ = [
     "CommitFailedError",
@@ -50,23 +50,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-# The model files stock transformers imports from the repo (they import each other only, by flat relative imports).
-REMOTE_CODE_FILES = (
-    "configuration_frozen.py",
-    "modeling_frozen.py",
-    "processing_frozen.py",
-    "image_processing_frozen.py",
-)
-AUTO_MAP = {
-    "config.json": {
-        "AutoConfig": "configuration_frozen.FrozenConfig",
-        "AutoModel": "modeling_frozen.FrozenModel",
-        "AutoModelForImageTextToText": "modeling_frozen.FrozenForConditionalGeneration",
-    },
-    "processor_config.json": {"AutoProcessor": "processing_frozen.FrozenProcessor"},
-    "tokenizer_config.json": {"AutoProcessor": "processing_frozen.FrozenProcessor"},
-}
+# The model files ship from the package root, one level above this sub-package.
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # Top-level files of an output folder that belong in the repo; checkpoints, optimizer states, TensorBoard runs and
 # the training arguments pickle stay behind.
 _PUBLISHED_SUFFIXES = (".json", ".safetensors", ".jinja", ".txt", ".model", ".tiktoken")
