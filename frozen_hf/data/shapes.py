@@ -16,8 +16,10 @@ Tasks (``load_shapes(task, split, ...)``):
 - ``vqa`` (the VQAv2 analog): questions about colour, shape, position and count with a short
   answer and 10 VQAv2-style reference answers.
 - ``open_ended`` / ``real_name`` (the Open-Ended / Real-Name miniImageNet analogs): fast-binding
-  episodes over ``FEW_SHOT_SHAPES``, categories that never occur in ``captions`` or ``vqa``,
-  named with nonsense words or with their real names.
+  episodes over ``FEW_SHOT_SHAPES``, named with nonsense words or with their real names. As in the
+  paper, these categories occur in ``captions`` under their real names: an episode teaches a new
+  word for a known object. ``categories="novel"`` draws ``NOVEL_SHAPES`` instead, which never occur
+  in ``captions`` or ``vqa`` (the harder variant).
 - ``fast_vqa`` (the Fast VQA analog): episodes that teach nonsense names, then a question that
   uses one ("What colour is the dax?").
 
@@ -41,9 +43,13 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 from PIL import Image as PILImage
 
+from ..eval.prompting import task_induction_text
+
 __all__ = [
     "CAPTION_SHAPES",
     "FEW_SHOT_SHAPES",
+    "NOVEL_SHAPES",
+    "CATEGORY_SETS",
     "COLOURS",
     "SIZES",
     "POSITIONS",
@@ -65,18 +71,24 @@ __all__ = [
     "make_vqa_question",
     "sample_binding_episode",
     "sample_fast_vqa_episode",
-    "task_induction_sentence",
     "load_shapes",
     "make_grid",
 ]
 
 # --------------------------------------------------------------------------- vocabulary
 
-CAPTION_SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
-# Categories reserved for fast binding: never drawn in captions or vqa, all visually distinct
-# from the caption shapes and from each other.
-FEW_SHOT_SHAPES: tuple[str, ...] = ("star", "heart", "cross", "moon", "arrow", "ring", "diamond", "house")
-ALL_SHAPES: tuple[str, ...] = CAPTION_SHAPES + FEW_SHOT_SHAPES
+CAPTION_SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "heart", "cross", "moon", "arrow")
+# Fast-binding categories, as in the paper: objects that caption training covers under their real names, so
+# that what a binding episode teaches is a new *word*, not a new object.
+FEW_SHOT_SHAPES: tuple[str, ...] = CAPTION_SHAPES
+# The harder variant's categories: never drawn in captions or vqa, all visually distinct from the caption shapes
+# and from each other.
+NOVEL_SHAPES: tuple[str, ...] = ("ring", "diamond", "house", "hexagon", "bolt")
+ALL_SHAPES: tuple[str, ...] = CAPTION_SHAPES + NOVEL_SHAPES
+# Binding episodes draw from one of these category sets (``load_shapes(..., categories=...)``).
+CATEGORY_SETS: dict[str, tuple[str, ...]] = {"seen": FEW_SHOT_SHAPES, "novel": NOVEL_SHAPES}
+# A rotated square reads as a diamond and a rotated triangle points elsewhere: these barely rotate.
+_UPRIGHT_SHAPES = frozenset({"circle", "square", "triangle"})
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -126,6 +138,7 @@ FAST_VQA_QUESTION_TYPES: tuple[str, ...] = ("colour", "position", "size")
 # Stable codes so that streams never depend on tuple order edits elsewhere.
 _TASK_CODES = {"captions": 1, "vqa": 2, "open_ended": 3, "real_name": 4, "fast_vqa": 5}
 _SPLIT_CODES = {"train": 11, "validation": 12, "test": 13, "test_novel": 14}
+_NOVEL_STREAM = 21
 
 # Variants a human annotator might give; they make the VQAv2 min(#matches / 3, 1) formula
 # meaningful (an answer matching only a minority variant gets partial credit).
@@ -225,8 +238,8 @@ def sample_object(
 ) -> ShapeObject:
     """Sample one object; unspecified words are drawn uniformly, then jittered continuously.
 
-    Caption shapes barely rotate (a rotated square would look like a diamond); few-shot shapes
-    rotate more so that their instances differ.
+    Circles, squares and triangles barely rotate (a rotated square would look like a diamond); the
+    other shapes rotate more so that their instances differ.
     """
     shape = shape if shape is not None else _pick(rng, tuple(shapes))
     colour = colour if colour is not None else _pick(rng, tuple(colours or COLOURS))
@@ -234,7 +247,7 @@ def sample_object(
     cx, cy = POSITIONS[position]
     # One draw for all continuous jitter: dx, dy, radius scale, angle, r, g, b.
     u = rng.random(7)
-    max_angle = 0.14 if shape in CAPTION_SHAPES else 0.35
+    max_angle = 0.14 if shape in _UPRIGHT_SHAPES else 0.35
     base = COLOURS[colour]
     rgb = tuple(min(max(base[k] + int(u[4 + k] * 37) - 18, 0), 255) for k in range(3))
     return ShapeObject(
@@ -301,7 +314,7 @@ def sample_scene(
 # --------------------------------------------------------------------------- rendering
 
 
-def _regular_polygon(n: int, r: float = 1.0, phase: float = -np.pi / 2) -> np.ndarray:
+def _regular_polygon(n: int, r: float = 1.0, phase: float = 0.0) -> np.ndarray:
     t = phase + 2 * np.pi * np.arange(n) / n
     return np.stack([r * np.cos(t), r * np.sin(t)], axis=1)
 
@@ -324,6 +337,8 @@ _POLYGONS: dict[str, np.ndarray] = {
     "arrow": np.array([[-1, -0.28], [0.15, -0.28], [0.15, -0.75], [1, 0], [0.15, 0.75], [0.15, 0.28], [-1, 0.28]]),
     "diamond": np.array([[0, -1.05], [0.6, 0], [0, 1.05], [-0.6, 0]]),
     "house": np.array([[0, -1], [0.9, -0.2], [0.7, -0.2], [0.7, 0.9], [-0.7, 0.9], [-0.7, -0.2], [-0.9, -0.2]]),
+    "hexagon": _regular_polygon(6, 0.95),
+    "bolt": np.array([[0.25, -1.05], [-0.55, 0.12], [-0.02, 0.12], [-0.3, 1.05], [0.6, -0.22], [0.06, -0.22]]),
 }
 
 
@@ -653,21 +668,13 @@ def make_vqa_question(
 # --------------------------------------------------------------------------- episodes
 
 
-def task_induction_sentence(names: Sequence[str]) -> str:
-    """The task-induction preamble, e.g. ``"Answer with dax or blicket."``."""
-    names = list(names)
-    if len(names) == 1:
-        return f"Answer with {names[0]}."
-    return "Answer with " + ", ".join(names[:-1]) + " or " + names[-1] + "."
-
-
 def _check_episode_options(ways: int, inner_shots: int, repeats: int, num_categories: int) -> None:
     if not isinstance(ways, (int, np.integer)) or ways < 1:
         raise ValueError(f"ways must be a positive integer, got {ways!r}.")
     if ways > num_categories:
         raise ValueError(
-            f"ways={ways} is more than the {num_categories} few-shot categories available "
-            f"({', '.join(FEW_SHOT_SHAPES)}); use ways <= {num_categories}."
+            f"ways={ways} is more than the {num_categories} few-shot categories available; "
+            f"use ways <= {num_categories}."
         )
     if not isinstance(inner_shots, (int, np.integer)) or inner_shots < 1:
         raise ValueError(
@@ -738,7 +745,7 @@ def sample_binding_episode(
         "answer": name_of[query_category],
         "names": labels,
         "categories": chosen,
-        "task_induction_text": task_induction_sentence(labels),
+        "task_induction_text": task_induction_text(labels),
         "ways": int(ways),
         "inner_shots": int(inner_shots),
         "repeats": int(repeats),
@@ -883,16 +890,22 @@ def _scene_rows(
 def _episode_rows(
     task: str, split: str, num_samples: int, image_size: int, seed: int,
     ways: int, inner_shots: int, repeats: int, task_induction: bool, question_types: Sequence[str],
+    categories: str,
 ) -> dict[str, list]:
-    _check_episode_options(ways, inner_shots, repeats, len(FEW_SHOT_SHAPES))
+    if categories not in CATEGORY_SETS:
+        raise ValueError(f"Unknown category set {categories!r}; valid sets: {', '.join(CATEGORY_SETS)}.")
+    shapes = CATEGORY_SETS[categories]
+    _check_episode_options(ways, inner_shots, repeats, len(shapes))
+    # The seen set keeps the streams it always had; the novel set draws from streams of its own.
+    stream = () if categories == "seen" else (_NOVEL_STREAM,)
     rows: dict[str, list] = {k: [] for k in _features(task)}
     for i in range(num_samples):
-        rng = _rng(seed, _TASK_CODES[task], _SPLIT_CODES[split], i, ways, inner_shots, repeats)
+        rng = _rng(seed, _TASK_CODES[task], _SPLIT_CODES[split], i, ways, inner_shots, repeats, *stream)
         if task == "fast_vqa":
-            episode = sample_fast_vqa_episode(rng, ways, inner_shots, repeats, image_size, question_types)
+            episode = sample_fast_vqa_episode(rng, ways, inner_shots, repeats, image_size, question_types, shapes)
         else:
             names = "real" if task == "real_name" else "nonsense"
-            episode = sample_binding_episode(rng, ways, inner_shots, repeats, names, image_size)
+            episode = sample_binding_episode(rng, ways, inner_shots, repeats, names, image_size, shapes)
         episode["episode_id"] = i
         episode["task_induction"] = bool(task_induction)
         for key in rows:
@@ -915,6 +928,7 @@ def load_shapes(
     inner_shots: int = 1,
     repeats: int = 1,
     task_induction: bool = True,
+    categories: str = "seen",
 ):
     """Generate a Shapes data set as a ``datasets.Dataset`` (images as an ``Image`` feature).
 
@@ -934,9 +948,12 @@ def load_shapes(
         question_types: subset of ``("colour", "shape", "position", "count")`` for ``vqa`` or
             ``("colour", "position", "size")`` for ``fast_vqa``.
         ways, inner_shots, repeats: episode settings for ``open_ended`` / ``real_name`` /
-            ``fast_vqa`` (ways <= 8 categories, inner_shots >= 1, repeats >= 1).
+            ``fast_vqa`` (ways <= the category set's size, inner_shots >= 1, repeats >= 1).
         task_induction: stored in each episode's ``task_induction`` column, so that the prompt
             builder knows whether to prepend ``task_induction_text``.
+        categories: the episodes' category set: ``"seen"`` (``FEW_SHOT_SHAPES``, the caption shapes, as
+            in the paper) or ``"novel"`` (``NOVEL_SHAPES``, never drawn in captions or vqa: the harder
+            variant).
 
     Columns:
         captions: image, caption, description, objects (list of {shape, colour, size,
@@ -968,7 +985,7 @@ def load_shapes(
         if task == "fast_vqa" and (bad or not question_types):
             raise ValueError(f"Unknown fast_vqa question types {bad}; valid: {', '.join(FAST_VQA_QUESTION_TYPES)}.")
         rows = _episode_rows(task, split, num_samples, image_size, seed, ways, inner_shots, repeats,
-                             task_induction, question_types)
+                             task_induction, question_types, categories)
     else:
         if question_types is None:
             question_types = VQA_QUESTION_TYPES

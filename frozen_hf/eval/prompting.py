@@ -1,7 +1,8 @@
 """Few-shot prompts for Frozen: the one place where interleaved image + text prompts are built.
 
-A prompt is a sequence of *segments*, each ``<image>`` followed by some text (or text alone), in
-the paper's format:
+A prompt is a sequence of *segments*, each ``<image>`` followed by some text (or text alone). How
+the segments read is a :class:`PromptLayout` (``LAYOUTS``), an option of every few-shot builder. The
+paper's layout (``"paper"``, the default):
 
 - open-ended fast binding (Open-Ended / Real-Name miniImageNet and their Shapes analogs)::
 
@@ -15,6 +16,17 @@ the paper's format:
 - Fast VQA: the binding support set, then ``<image> Q: What colour is the dax? A:``;
 - captioning: ``<image>`` and an optional text prompt.
 
+The compact layout (``"compact"``) puts the name right after its image, so that the frozen LM can copy
+the name that followed the matching support image::
+
+      Answer with dax or blicket.
+      <image>: dax
+      <image>: blicket
+      <image>:
+
+and asks VQA questions with an instruction to answer in one word (``Question: q Answer in one
+word.`` then ``Answer:`` on a new line), a format under which the small bundled LM answers at all.
+
 Segments are joined with new lines; the image marker is followed by one space. Every prompt is a
 :class:`Prompt`: its :attr:`Prompt.text` (with ``<image>`` markers) and :attr:`Prompt.images`
 (in marker order) go straight into :class:`~frozen_hf.FrozenProcessor`. A prompt is split into a
@@ -27,8 +39,9 @@ at a new line, so tokenizing prefix and suffix separately gives the tokens of th
 Variants of the same prompts (they keep prefix sharing):
 
 - :func:`to_blind`: every image replaced by a black image of the same size (the blind baseline);
-- :func:`to_text_oracle`: every image replaced by its true description in words, no images left
-  (the text oracle: what the frozen LM can do with perfect vision).
+- :func:`to_text_oracle`: every image replaced by words, no images left: its full true description
+  (``strength="full"``: what the frozen LM can do with perfect vision) or its category only
+  (``strength="category"``, e.g. "a star": the ceiling of name binding, free of nuisance attributes).
 """
 
 from __future__ import annotations
@@ -38,8 +51,14 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from ..constants import IMAGE_TOKEN
+
 __all__ = [
     "IMAGE_MARKER",
+    "LAYOUTS",
+    "ORACLE_STRENGTHS",
+    "PromptLayout",
+    "get_layout",
     "SEGMENT_SEPARATOR",
     "OPEN_ENDED_QUERY",
     "Segment",
@@ -58,25 +77,77 @@ __all__ = [
     "to_text_oracle",
 ]
 
-IMAGE_MARKER = "<image>"
+IMAGE_MARKER = IMAGE_TOKEN
 SEGMENT_SEPARATOR = "\n"
 # The paper's query: the model answers by completing the support captions' pattern.
 OPEN_ENDED_QUERY = "Q: What is this? A: This is a"
-# "a" before every name, also vowel-initial real names: the support captions then read exactly like the query's
-# unfinished "This is a", so the name is the only thing left to copy.
-BINDING_SUPPORT_TEMPLATE = "This is a {name}."
+ORACLE_STRENGTHS = ("full", "category")
+
+
+@dataclass(frozen=True)
+class PromptLayout:
+    """How the segments of a few-shot prompt read.
+
+    Each template is the text that follows an image; ``joiner`` goes between the ``<image>`` marker and it.
+    ``{name}``, ``{question}`` and ``{answer}`` are filled in by the builders.
+    """
+
+    name: str
+    joiner: str
+    binding_support: str
+    binding_query: str
+    fast_vqa_query: str
+    vqa_shot: str
+    vqa_query: str
+
+
+LAYOUTS: dict[str, PromptLayout] = {
+    # "a" before every name, also vowel-initial real names: the support captions then read exactly like the
+    # query's unfinished "This is a", so the name is the only thing left to copy.
+    "paper": PromptLayout(
+        name="paper",
+        joiner=" ",
+        binding_support="This is a {name}.",
+        binding_query=OPEN_ENDED_QUERY,
+        fast_vqa_query="Q: {question} A:",
+        vqa_shot="Question: {question} Answer: {answer}",
+        vqa_query="Question: {question} Answer:",
+    ),
+    # The name follows its image directly; in words the LM binds far better this way (see the README).
+    "compact": PromptLayout(
+        name="compact",
+        joiner="",
+        binding_support=": {name}",
+        binding_query=":",
+        fast_vqa_query=" Question: {question} Answer in one word.\nAnswer:",
+        vqa_shot=" Question: {question} Answer in one word.\nAnswer: {answer}",
+        vqa_query=" Question: {question} Answer in one word.\nAnswer:",
+    ),
+}
+
+
+def get_layout(layout: str | PromptLayout) -> PromptLayout:
+    """A layout by name (``LAYOUTS``), or the layout itself."""
+    if isinstance(layout, PromptLayout):
+        return layout
+    if layout not in LAYOUTS:
+        raise ValueError(f"Unknown prompt layout {layout!r}; choose from {', '.join(LAYOUTS)}.")
+    return LAYOUTS[layout]
 
 
 @dataclass(frozen=True)
 class Segment:
     """One ``<image> text`` unit of a prompt (``image=None``: text only).
 
-    ``description`` is the image's true content in words (used by :func:`to_text_oracle`).
+    ``description`` is the image's true content in words and ``category`` its category in words ("a star"),
+    used by :func:`to_text_oracle`. ``joiner`` goes between the image marker and ``text``.
     """
 
     text: str
     image: Any = None
     description: str | None = None
+    category: str | None = None
+    joiner: str = " "
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,6 +161,7 @@ class PromptPrefix:
     text: str = ""
     images: tuple[Any, ...] = ()
     descriptions: tuple[str | None, ...] = ()
+    categories: tuple[str | None, ...] = ()
 
 
 EMPTY_PREFIX = PromptPrefix()
@@ -107,6 +179,7 @@ class Prompt:
     suffix_text: str
     suffix_images: tuple[Any, ...] = ()
     suffix_descriptions: tuple[str | None, ...] = ()
+    suffix_categories: tuple[str | None, ...] = ()
     target: Any = None
     candidates: tuple[str, ...] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -125,6 +198,11 @@ class Prompt:
     def descriptions(self) -> list[str | None]:
         """The true description of each image, aligned with :attr:`images`."""
         return list(self.prefix.descriptions) + list(self.suffix_descriptions)
+
+    @property
+    def categories(self) -> list[str | None]:
+        """The category in words of each image, aligned with :attr:`images`."""
+        return list(self.prefix.categories) + list(self.suffix_categories)
 
     @property
     def prefix_length(self) -> int:
@@ -150,21 +228,23 @@ def task_induction_text(names: Sequence[str]) -> str:
     return "Answer with " + ", ".join(names[:-1]) + " or " + names[-1] + "."
 
 
-def binding_support_text(name: str) -> str:
-    """The caption of a support image in a fast-binding episode: ``"This is a dax."``."""
-    return BINDING_SUPPORT_TEMPLATE.format(name=name)
+def binding_support_text(name: str, layout: str | PromptLayout = "paper") -> str:
+    """The text after a support image in a fast-binding episode: ``"This is a dax."`` (paper layout)."""
+    return get_layout(layout).binding_support.format(name=name)
 
 
-def vqa_segment_text(question: str, answer: str | None = None) -> str:
-    """``"Question: <q> Answer: <a>"`` for a shot, ``"Question: <q> Answer:"`` for the query."""
-    text = f"Question: {question.strip()} Answer:"
-    return text if answer is None else f"{text} {answer}"
+def vqa_segment_text(question: str, answer: str | None = None, layout: str | PromptLayout = "paper") -> str:
+    """``"Question: <q> Answer: <a>"`` for a shot, ``"Question: <q> Answer:"`` for the query (paper layout)."""
+    layout = get_layout(layout)
+    if answer is None:
+        return layout.vqa_query.format(question=question.strip())
+    return layout.vqa_shot.format(question=question.strip(), answer=answer)
 
 
 def _segment_text(segment: Segment) -> str:
     if segment.image is None:
         return segment.text
-    return f"{IMAGE_MARKER} {segment.text}" if segment.text else IMAGE_MARKER
+    return f"{IMAGE_MARKER}{segment.joiner}{segment.text}" if segment.text else IMAGE_MARKER
 
 
 def _check_no_marker(text: str, where: str) -> None:
@@ -204,6 +284,7 @@ def build_prompts(
     parts: list[str] = []
     images: list[Any] = []
     descriptions: list[str | None] = []
+    categories: list[str | None] = []
     if preamble:
         _check_no_marker(preamble, "The task induction preamble")
         parts.append(preamble.strip() + SEGMENT_SEPARATOR)
@@ -213,7 +294,10 @@ def build_prompts(
         if segment.image is not None:
             images.append(segment.image)
             descriptions.append(segment.description)
-    prefix = PromptPrefix("".join(parts), tuple(images), tuple(descriptions)) if parts else EMPTY_PREFIX
+            categories.append(segment.category)
+    prefix = (
+        PromptPrefix("".join(parts), tuple(images), tuple(descriptions), tuple(categories)) if parts else EMPTY_PREFIX
+    )
     prompts = []
     for index, query in enumerate(queries):
         _check_no_marker(query.text, "A query segment")
@@ -224,6 +308,7 @@ def build_prompts(
                 suffix_text=_segment_text(query),
                 suffix_images=(query.image,) if has_image else (),
                 suffix_descriptions=(query.description,) if has_image else (),
+                suffix_categories=(query.category,) if has_image else (),
                 target=None if targets is None else targets[index],
                 candidates=None if candidates is None else tuple(candidates),
                 metadata={} if metadata is None else dict(metadata[index]),
@@ -242,10 +327,13 @@ def open_ended_prompts(
     repeats: int = 1,
     support_descriptions: Sequence[str | None] | None = None,
     query_descriptions: Sequence[str | None] | None = None,
+    support_categories: Sequence[str | None] | None = None,
+    query_categories: Sequence[str | None] | None = None,
     targets: Sequence[str] | None = None,
-    query_text: str = OPEN_ENDED_QUERY,
+    layout: str | PromptLayout = "paper",
+    query_text: str | None = None,
 ) -> list[Prompt]:
-    """Prompts of one fast-binding episode: ``<image> This is a dax.`` per support image, then each query.
+    """Prompts of one fast-binding episode: a named segment per support image, then each query.
 
     Args:
         support_images, support_names: the support set in prompt order (ways x inner-shots images).
@@ -254,23 +342,27 @@ def open_ended_prompts(
         names: the names listed by task induction, in order (default: the support names in order of
             first appearance). They are also the closed-ended candidates.
         repeats: how many times the support set is shown.
-        support_descriptions, query_descriptions: true descriptions (for the text oracle).
+        support_descriptions, query_descriptions: true descriptions (for the full text oracle).
+        support_categories, query_categories: categories in words, e.g. "a star" (for the category oracle).
         targets: the right name of each query.
-        query_text: the query's text after its image.
+        layout: a :class:`PromptLayout` or its name in ``LAYOUTS``.
+        query_text: the query's text after its image (default: the layout's).
     """
     if len(support_images) != len(support_names):
         raise ValueError(f"Got {len(support_images)} support images but {len(support_names)} support names.")
     if not support_images:
         raise ValueError("A fast-binding episode needs a support set (inner_shots >= 1).")
+    layout = get_layout(layout)
     if names is None:
         names = list(dict.fromkeys(support_names))
-    support_descriptions = _aligned(support_descriptions, len(support_images), "support_descriptions")
-    query_descriptions = _aligned(query_descriptions, len(query_images), "query_descriptions")
-    support = [
-        Segment(binding_support_text(name), image, description)
-        for image, name, description in zip(support_images, support_names, support_descriptions)
-    ]
-    queries = [Segment(query_text, image, description) for image, description in zip(query_images, query_descriptions)]
+    support = _image_segments(
+        [binding_support_text(name, layout) for name in support_names], support_images,
+        support_descriptions, support_categories, layout, "support",
+    )
+    queries = _image_segments(
+        [layout.binding_query if query_text is None else query_text] * len(query_images), query_images,
+        query_descriptions, query_categories, layout, "query",
+    )
     return build_prompts(
         support,
         queries,
@@ -281,6 +373,22 @@ def open_ended_prompts(
     )
 
 
+def _image_segments(
+    texts: Sequence[str],
+    images: Sequence[Any],
+    descriptions: Sequence[str | None] | None,
+    categories: Sequence[str | None] | None,
+    layout: PromptLayout,
+    what: str,
+) -> list[Segment]:
+    descriptions = _aligned(descriptions, len(images), f"{what}_descriptions")
+    categories = _aligned(categories, len(images), f"{what}_categories")
+    return [
+        Segment(text, image, description, category, layout.joiner)
+        for text, image, description, category in zip(texts, images, descriptions, categories)
+    ]
+
+
 def vqa_prompts(
     query_images: Sequence[Any],
     questions: Sequence[str],
@@ -289,21 +397,21 @@ def vqa_prompts(
     shot_descriptions: Sequence[str | None] | None = None,
     query_descriptions: Sequence[str | None] | None = None,
     targets: Sequence[Any] | None = None,
+    layout: str | PromptLayout = "paper",
 ) -> list[Prompt]:
     """VQA prompts: each shot ``(image, question, answer)`` as ``<image> Question: q Answer: a``, then each
-    query as ``<image> Question: q Answer:``. All queries share the shots (0 shots: no prefix)."""
+    query as ``<image> Question: q Answer:`` (paper layout). All queries share the shots (0 shots: no prefix)."""
     if len(query_images) != len(questions):
         raise ValueError(f"Got {len(query_images)} query images but {len(questions)} questions.")
-    shot_descriptions = _aligned(shot_descriptions, len(shots), "shot_descriptions")
-    query_descriptions = _aligned(query_descriptions, len(query_images), "query_descriptions")
-    support = [
-        Segment(vqa_segment_text(question, answer), image, description)
-        for (image, question, answer), description in zip(shots, shot_descriptions)
-    ]
-    queries = [
-        Segment(vqa_segment_text(question), image, description)
-        for image, question, description in zip(query_images, questions, query_descriptions)
-    ]
+    layout = get_layout(layout)
+    support = _image_segments(
+        [vqa_segment_text(question, answer, layout) for _, question, answer in shots], [image for image, _, _ in shots],
+        shot_descriptions, None, layout, "shot",
+    )
+    queries = _image_segments(
+        [vqa_segment_text(question, None, layout) for question in questions], query_images,
+        query_descriptions, None, layout, "query",
+    )
     return build_prompts(support, queries, targets=targets)
 
 
@@ -318,34 +426,27 @@ def fast_vqa_prompts(
     repeats: int = 1,
     support_descriptions: Sequence[str | None] | None = None,
     query_descriptions: Sequence[str | None] | None = None,
+    support_categories: Sequence[str | None] | None = None,
     targets: Sequence[Any] | None = None,
+    layout: str | PromptLayout = "paper",
 ) -> list[Prompt]:
     """Fast VQA: the binding support set (``<image> This is a dax.``), then ``<image> Q: <question> A:``
-    where the question uses a name just taught."""
+    where the question uses a name just taught (paper layout)."""
     if len(query_images) != len(questions):
         raise ValueError(f"Got {len(query_images)} query images but {len(questions)} questions.")
-    prompts = open_ended_prompts(
-        support_images,
-        support_names,
-        query_images[:1],
-        task_induction=task_induction,
-        names=names,
-        repeats=repeats,
-        support_descriptions=support_descriptions,
-        query_descriptions=None if query_descriptions is None else query_descriptions[:1],
+    layout = get_layout(layout)
+    texts = [layout.fast_vqa_query.format(question=question.strip()) for question in questions]
+    queries = _image_segments(texts, query_images, query_descriptions, None, layout, "query")
+    support = _image_segments(
+        [binding_support_text(name, layout) for name in support_names], support_images,
+        support_descriptions, support_categories, layout, "support",
     )
-    prefix = prompts[0].prefix
-    query_descriptions = _aligned(query_descriptions, len(query_images), "query_descriptions")
-    return [
-        Prompt(
-            prefix=prefix,
-            suffix_text=_segment_text(Segment(f"Q: {question.strip()} A:", image)),
-            suffix_images=(image,),
-            suffix_descriptions=(description,),
-            target=None if targets is None else targets[index],
-        )
-        for index, (image, question, description) in enumerate(zip(query_images, questions, query_descriptions))
-    ]
+    if names is None:
+        names = list(dict.fromkeys(support_names))
+    return build_prompts(
+        support, queries, preamble=task_induction_text(names) if task_induction else None, repeats=repeats,
+        targets=targets,
+    )
 
 
 def caption_prompts(
@@ -414,42 +515,49 @@ def to_blind(prompts: Sequence[Prompt]) -> list[Prompt]:
     return _map_prefixes(prompts, prefix, prompt)
 
 
-def _describe_markers(text: str, descriptions: Sequence[str | None], template: str) -> str:
+def _describe_markers(text: str, words: Sequence[str | None], template: str) -> str:
     pieces = text.split(IMAGE_MARKER)
-    if len(pieces) - 1 != len(descriptions):
-        raise ValueError(f"{len(pieces) - 1} image markers but {len(descriptions)} descriptions.")
+    if len(pieces) - 1 != len(words):
+        raise ValueError(f"{len(pieces) - 1} image markers but {len(words)} descriptions.")
     out = [pieces[0]]
-    for description, piece in zip(descriptions, pieces[1:]):
+    for description, piece in zip(words, pieces[1:]):
         if description is None:
             raise ValueError(
-                "The text oracle needs the true description of every image; this prompt has an image without "
-                "one. Build prompts with support_descriptions / query_descriptions (Shapes tasks provide them)."
+                "The text oracle needs the true description (or category) of every image; this prompt has an image "
+                "without one. Build prompts with the *_descriptions / *_categories arguments (Shapes tasks provide "
+                "them)."
             )
-        words = template.format(description=description.strip())
+        described = template.format(description=description.strip())
         # A marker alone in its segment (captioning) leaves nothing after it; don't add a dangling space.
-        out.append(words + piece if piece else words)
+        out.append(described + piece if piece else described)
     return "".join(out)
 
 
-def to_text_oracle(prompts: Sequence[Prompt], template: str = "{description}") -> list[Prompt]:
-    """The text oracle: every ``<image>`` replaced by ``template`` filled with its true description.
+def to_text_oracle(prompts: Sequence[Prompt], template: str = "{description}", strength: str = "full") -> list[Prompt]:
+    """The text oracle: every ``<image>`` replaced by ``template`` filled with words for that image.
 
-    The result holds no images, so any causal LM (the Frozen model's own frozen LM) reads it. With
-    Shapes, ``"<image> This is a dax."`` becomes ``"a large red star on the left. This is a dax."``.
+    ``strength="full"`` uses the image's true description, ``"category"`` its category only. The result holds no
+    images, so any causal LM (the Frozen model's own frozen LM) reads it. With Shapes,
+    ``"<image> This is a dax."`` becomes ``"a large red star on the left. This is a dax."`` (full) or
+    ``"a star. This is a dax."`` (category); the compact ``"<image>: dax"`` becomes ``"a star: dax"``.
     """
+    if strength not in ORACLE_STRENGTHS:
+        raise ValueError(f"Unknown text oracle strength {strength!r}; choose from {', '.join(ORACLE_STRENGTHS)}.")
+    full = strength == "full"
 
     def prefix(p: PromptPrefix) -> PromptPrefix:
         if not p.images:
             return p
-        return PromptPrefix(_describe_markers(p.text, p.descriptions, template), (), ())
+        return PromptPrefix(_describe_markers(p.text, p.descriptions if full else p.categories, template))
 
     def prompt(p: Prompt, new_prefix: PromptPrefix) -> Prompt:
         return replace(
             p,
             prefix=new_prefix,
-            suffix_text=_describe_markers(p.suffix_text, p.suffix_descriptions, template),
+            suffix_text=_describe_markers(p.suffix_text, p.suffix_descriptions if full else p.suffix_categories, template),
             suffix_images=(),
             suffix_descriptions=(),
+            suffix_categories=(),
         )
 
     return _map_prefixes(prompts, prefix, prompt)
