@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .utils.io import fsync_tree
+
 __all__ = [
     "BUNDLED_LANGUAGE_MODELS",
     "DEFAULT_LANGUAGE_MODEL",
@@ -71,6 +73,8 @@ class _BundledSpec:
     # Returns the folder holding ``gguf_filename``; may write it into ``work_dir``.
     locate_gguf: Callable[["_BundledSpec", Path], Path]
     license_note: str = ""
+    # The Hub repo the GGUF file was quantized from: the model card's `base_model`.
+    hub_id: str = ""
 
 
 def _missing(spec: _BundledSpec, detail: str) -> BundledModelNotInstalledError:
@@ -127,6 +131,7 @@ BUNDLED_LANGUAGE_MODELS: dict[str, _BundledSpec] = {
         gguf_filename="SmolLM2-135M-Instruct.Q4_1.gguf",
         locate_gguf=_locate_smollm2,
         license_note="Apache-2.0",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
     "gemma3-270m": _BundledSpec(
         name="gemma3-270m",
@@ -137,6 +142,7 @@ BUNDLED_LANGUAGE_MODELS: dict[str, _BundledSpec] = {
         gguf_filename="gemma-3-270m-q4_k_m.gguf",
         locate_gguf=_locate_gemma3,
         license_note="Gemma Terms of Use apply: https://ai.google.dev/gemma/terms",
+        hub_id="google/gemma-3-270m",
     ),
 }
 
@@ -180,17 +186,6 @@ def _make_readable(folder: Path) -> None:
     folder.chmod(0o777 & ~umask)
     for path in folder.rglob("*"):
         path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-
-
-def _fsync_tree(folder: Path) -> None:
-    # Without this a power loss after the rename could leave a "complete" folder of empty files.
-    for path in folder.rglob("*"):
-        if path.is_file():
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
 
 
 def _convert(spec: _BundledSpec, gguf_dir: Path, out_dir: Path) -> None:
@@ -304,7 +299,8 @@ def bundled_language_model_path(name: str = DEFAULT_LANGUAGE_MODEL) -> Path:
             _convert(spec, gguf_dir, out_dir)
             _write_marker(spec, out_dir, time.perf_counter() - start)
             _make_readable(out_dir)
-            _fsync_tree(out_dir)
+            # Without this a power loss after the rename could leave a "complete" folder of empty files.
+            fsync_tree(out_dir)
             os.rename(out_dir, final)
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)

@@ -1,15 +1,11 @@
-"""Publishing trained Frozen models to the Hugging Face Hub.
+"""Publishing a trained Frozen model to the Hugging Face Hub in one commit (the library side of `frozen-push`).
 
 `publish(output_dir, repo_id)` pushes a training output folder as one commit: the model (full, or with
 `trained_parts_only=True` only the vision encoder and projection, the language model referenced by Hub id and commit),
 the processor, the remote code that lets stock transformers load it with `trust_remote_code=True`, the model card
 (README.md) and the card's images, the training log and the evaluation report.
 
-Command line::
-
-    python -m frozen_hf.hub.publish push <output_dir> <repo_id> [--private] [--revision BRANCH] [--commit-message MSG]
-                                 [--token TOKEN] [--trained-parts-only] [--eval-report report.json]
-    frozen-push <output_dir> <repo_id> ...          (the same, as a console script)
+The command line is `frozen-push` (`frozen_hf.programs.push`).
 
 Everything that can be checked locally (the folder, the repo id, the token, the card) is checked before anything is
 uploaded. Unchanged files are not uploaded again, and a push that changes nothing makes no commit.
@@ -17,12 +13,10 @@ uploaded. Unchanged files are not uploaded again, and a push that changes nothin
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,7 +26,9 @@ from huggingface_hub import CommitInfo, HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RevisionNotFoundError
 from huggingface_hub.utils import validate_repo_id
 
-from .model_card import build_model_card, collect_card_assets
+from .card_data import collect_card_assets
+from .folder import check_frozen_folder
+from .model_card import build_model_card
 from ..constants import AUTO_MAP, REMOTE_CODE_FILES, TRAINED_PARTS
 
 __all__ = [
@@ -41,9 +37,7 @@ __all__ = [
     "InvalidRepoIdError",
     "MissingTokenError",
     "PublishError",
-    "REMOTE_CODE_FILES",
-    "build_model_card",
-    "main",
+    "check_repo_id",
     "publish",
     "stage_output_folder",
 ]
@@ -63,8 +57,6 @@ _NOT_PUBLISHED = {
 WEIGHT_PATTERNS = ["model*.safetensors", "model.safetensors.index.json"]
 # The evaluation numbers behind the card's results table and model-index.
 EVAL_RESULTS_FILE = "eval_results.json"
-PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
 class PublishError(RuntimeError):
@@ -103,41 +95,6 @@ def check_repo_id(repo_id: Any) -> str:
     if problem:
         raise InvalidRepoIdError(f"Invalid Hub repo id {repo_id!r}: {problem}. Nothing was uploaded.")
     return repo_id
-
-
-def check_output_folder(output_dir: str | os.PathLike) -> Path:
-    """The folder, if it holds a Frozen model and its processor; `InvalidOutputFolderError` naming what is missing."""
-    folder = Path(output_dir)
-    fix = (
-        "Pass the final output folder of the training program (python -m training.train ...), or a folder "
-        "written by FrozenForConditionalGeneration.save_pretrained and FrozenProcessor.save_pretrained."
-    )
-    if not folder.is_dir():
-        raise InvalidOutputFolderError(f"{folder} is not a folder. {fix}")
-    config_path = folder / "config.json"
-    if not config_path.is_file():
-        if any(folder.glob("checkpoint-*")):
-            fix = f"It holds training checkpoints: pass the final output folder, or one checkpoint-* folder. {fix}"
-        raise InvalidOutputFolderError(f"{folder} is not a Frozen model output folder: it has no config.json. {fix}")
-    try:
-        config = json.loads(config_path.read_text())
-    except ValueError as err:
-        raise InvalidOutputFolderError(f"{config_path} is not valid JSON ({err}).") from err
-    if config.get("model_type") != "frozen":
-        raise InvalidOutputFolderError(
-            f"{folder} holds a {config.get('model_type')!r} model, not a Frozen model (config.json model_type must "
-            f"be 'frozen'). {fix}"
-        )
-    missing = []
-    if not any(folder.glob("model*.safetensors")):
-        missing.append("the model weights (model.safetensors)")
-    if not any((folder / name).is_file() for name in PROCESSOR_FILES):
-        missing.append("the processor (processor_config.json)")
-    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
-        missing.append("the tokenizer (tokenizer.json)")
-    if missing:
-        raise InvalidOutputFolderError(f"{folder} is not a complete Frozen model output: it lacks {', '.join(missing)}. {fix}")
-    return folder
 
 
 def resolve_token(token: str | None) -> str:
@@ -268,7 +225,8 @@ def stage_output_folder(
     Full checkpoints are copied byte for byte (so a second push finds nothing changed); trained-parts-only
     checkpoints keep the trained tensors only, with the LM's Hub id and commit in the config.
     """
-    source = check_output_folder(output_dir)
+    check_frozen_folder(output_dir, error=InvalidOutputFolderError)
+    source = Path(output_dir)
     target = Path(staging_dir)
     target.mkdir(parents=True, exist_ok=True)
     config_json = json.loads((source / "config.json").read_text())
@@ -364,8 +322,8 @@ def publish(
         trained_parts_only: upload only the vision encoder and projection (a few MB); the config references the
             language model by Hub id and commit, and loading fetches it from there and checks the commit.
         create_pr: open a pull request instead of committing to the branch.
-        eval_report: the evaluation results for the card's table and `model-index`: an `frozen_hf.eval.run --output`
-            folder, its `results.json`, a report JSON or dict (see `frozen_hf.hub.model_card`); default: one found in
+        eval_report: the evaluation results for the card's table and `model-index`: a `frozen-eval --output`
+            folder, its `results.json`, a report JSON or dict (see `frozen_hf.hub.card_data`); default: one found in
             `output_dir` (`evaluation/`, `eval/`, `eval_report.json`).
         language_model_repo_id / language_model_revision: the LM's Hub id and revision for a trained-parts-only
             checkpoint, where the model's config does not name a Hub LM (default: the config's).
@@ -381,7 +339,8 @@ def publish(
         CommitFailedError: the Hub failed the upload; the message says whether the branch was left unchanged.
     """
     check_repo_id(repo_id)
-    folder = check_output_folder(output_dir)
+    check_frozen_folder(output_dir, error=InvalidOutputFolderError)
+    folder = Path(output_dir)
     token = resolve_token(token)
     api = HfApi(token=token)
     branch = revision or "main"
@@ -447,71 +406,3 @@ def publish(
     if info.oid == before:
         logger.warning(f"{repo_id}@{branch} already holds these files: no new commit ({before}).")
     return info
-
-
-# ----------------------------------------------------------------------------------------------- CLI
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m frozen_hf.hub.publish", description="Publish Frozen models to the Hub.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    push = commands.add_parser("push", help="Push a training output folder (model, processor, card) in one commit.")
-    push.add_argument("output_dir", help="the training program's final output folder")
-    push.add_argument("repo_id", help="namespace/name of the model repo (created if missing)")
-    push.add_argument("--private", action="store_true", help="create the repo private")
-    push.add_argument("--revision", default=None, help="branch to commit to (created if missing; default main)")
-    push.add_argument("--commit-message", default=None)
-    push.add_argument("--token", default=None, help="write token (default: HF_TOKEN or the stored login)")
-    push.add_argument("--trained-parts-only", action="store_true",
-                      help="upload only the vision encoder + projection; the LM is referenced by Hub id and commit")
-    push.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
-    push.add_argument("--eval-report", default=None,
-                      help="evaluation results for the card: an frozen_hf.eval.run --output folder, its results.json, "
-                           "or a report JSON (default: <output_dir>/evaluation or eval_report.json if present)")
-    push.add_argument("--language-model-repo", default=None, help="Hub id of the LM (trained-parts-only)")
-    push.add_argument("--language-model-revision", default=None, help="revision of that LM (trained-parts-only)")
-    push.add_argument("--license", default=None, help="license id for the card, where the LM imposes none")
-    push.add_argument("--no-verify-language-model", action="store_true",
-                      help="trained-parts-only: skip checking the Hub LM's weights against the trained model's")
-    card = commands.add_parser("card", help="Print the model card an output folder would get.")
-    card.add_argument("output_dir")
-    card.add_argument("repo_id")
-    card.add_argument("--eval-report", default=None)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point (`python -m frozen_hf.hub.publish`, `frozen-push`)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    # `frozen-push <dir> <repo>` is `push` without the sub-command.
-    if argv and argv[0] not in ("push", "card", "-h", "--help"):
-        argv = ["push", *argv]
-    args = _parser().parse_args(argv)
-    try:
-        if args.command == "card":
-            print(build_model_card(args.output_dir, args.eval_report, repo_id=check_repo_id(args.repo_id)))
-            return 0
-        info = publish(
-            args.output_dir,
-            args.repo_id,
-            private=args.private,
-            revision=args.revision,
-            commit_message=args.commit_message,
-            token=args.token,
-            trained_parts_only=args.trained_parts_only,
-            create_pr=args.create_pr,
-            eval_report=args.eval_report,
-            language_model_repo_id=args.language_model_repo,
-            language_model_revision=args.language_model_revision,
-            license=args.license,
-            verify_language_model=not args.no_verify_language_model,
-        )
-    except (PublishError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(info.pr_url or info.commit_url)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,25 +6,20 @@ between the two layouts (`model.language_model.X` in a Frozen checkpoint is `<ba
 on one side only is reported. Weights are read from the files directly: no model is built beyond an empty (meta device)
 skeleton of the base LM, used only to learn its naming.
 
-Usage:
-
-    python -m frozen_hf.hub.verify <checkpoint> [--base <folder or Hub id>] [--revision <rev>] [--json]
-    frozen-verify <checkpoint> ...
-
-Exit status: 0 when every LM tensor matches, 1 when some differ or are missing, 2 when verification could not run.
+The command line is `frozen-verify` (`frozen_hf.programs.verify`).
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
 import struct
-import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from .folder import check_frozen_folder
 
 # The Frozen checkpoint's language model lives here (`FrozenForConditionalGeneration.model.language_model`).
 FROZEN_LM_PREFIX = "model.language_model."
@@ -256,15 +251,6 @@ def _resolve_ties(digests: dict[str, TensorDigest], layout: _LanguageModelLayout
 # Locating the base
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as err:
-        raise VerificationError(f"{path} not found: is {path.parent} a saved Frozen checkpoint?") from err
-    except ValueError as err:
-        raise VerificationError(f"{path} is not valid JSON ({err}).") from err
-
-
 def _base_folder(base: str, revision: str | None) -> Path:
     """A local folder holding the base LM's config and weights: `base` itself, or a Hub snapshot of it."""
     if os.path.isdir(base):
@@ -302,11 +288,8 @@ def verify_language_model(
     from transformers import AutoConfig
 
     checkpoint = Path(checkpoint)
-    config = _read_json(checkpoint / "config.json")
-    if config.get("model_type") != "frozen":
-        raise VerificationError(
-            f"{checkpoint} holds a {config.get('model_type')!r} model, not a Frozen checkpoint (model_type 'frozen')."
-        )
+    # A Trainer checkpoint-* folder has no processor; the language model's tensors are all this needs.
+    config = check_frozen_folder(checkpoint, complete=False, error=VerificationError)
     if base is None:
         base = config.get("language_model_name_or_path")
         revision = revision or config.get("language_model_revision")
@@ -357,27 +340,3 @@ def verify_language_model(
                 report.differing.append(TensorMismatch(name, checkpoint_names.get(name, name), reason))
         report.checked += 1
     return report
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line: `frozen-verify <checkpoint> [--base B] [--revision R] [--json]`; returns the exit status."""
-    parser = argparse.ArgumentParser(
-        prog="frozen-verify",
-        description="Check that a Frozen checkpoint's language model is bit for bit its base language model.",
-    )
-    parser.add_argument("checkpoint", help="a saved Frozen checkpoint folder")
-    parser.add_argument("--base", help="base causal LM folder or Hub id (default: the one recorded in config.json)")
-    parser.add_argument("--revision", help="Hub revision of the base (default: the recorded one)")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    args = parser.parse_args(argv)
-    try:
-        report = verify_language_model(args.checkpoint, base=args.base, revision=args.revision)
-    except VerificationError as err:
-        print(f"frozen-verify: cannot verify: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
-    return 0 if report.ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

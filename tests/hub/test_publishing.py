@@ -15,46 +15,44 @@ from safetensors import safe_open
 from transformers import LlamaForCausalLM
 
 from frozen_hf import FrozenForConditionalGeneration, FrozenProcessor
+from frozen_hf.eval.record import EvalRecord
 from frozen_hf.hub.publish import (
     CommitFailedError,
     InvalidOutputFolderError,
     InvalidRepoIdError,
     MissingTokenError,
     PublishError,
-    main,
     publish,
 )
 from frozen_hf.hub.model_card import build_model_card, usage_snippet
+from frozen_hf.programs.push import main
 from tests.helpers.tiny import IMAGE_SIZE, random_images, tiny_text_config, tiny_tokenizer, tiny_vision_config
 
 LM_REPO = "base-models/tiny-lm"
 REPO = "user/frozen-tiny"
 PROMPTS = ["<image> this is a dax . <image> this is a", "<image> a red"]
 
-# Records as `python -m frozen_hf.eval.run --output <folder>` writes them to <folder>/results.json (scores in %).
+# Records as `frozen-eval --output <folder>` writes them to <folder>/results.json (scores in %).
+def _record(variant: str, task: str, setting: str, successes: int, n: int, **fields) -> dict:
+    kind = "vqa" if "vqa" in task else "open_ended"
+    metric = "VQA accuracy" if kind == "vqa" else "exact match"
+    return EvalRecord.measured(successes=successes, n=n, label="Frozen", model="run", variant=variant, task=task,
+                               kind=kind, setting=setting, metric=metric, **fields).to_dict()
+
+
 EVAL_RECORDS = [
-    {"row": "Frozen", "model": "run", "variant": "frozen", "task": "shapes_open_ended", "kind": "open_ended",
-     "setting": "2-way 1-shot", "settings": {"ways": 2, "inner_shots": 1}, "closed_ended": False,
-     "metric": "accuracy", "score": 45.5, "num_examples": 48, "seconds": 3.2},
-    {"row": "Frozen", "model": "run", "variant": "frozen", "task": "shapes_open_ended", "kind": "open_ended",
-     "setting": "5-way 3-shot", "settings": {"ways": 5, "inner_shots": 3}, "closed_ended": False,
-     "metric": "accuracy", "score": 22.0, "num_examples": 40, "seconds": 4.0},
-    {"row": "Frozen", "model": "run", "variant": "frozen", "task": "shapes_vqa", "kind": "vqa", "setting": "0-shot",
-     "settings": {"shots": 0}, "closed_ended": False, "metric": "vqa_accuracy", "score": 71.25, "num_examples": 50,
-     "seconds": 1.0},
-    {"row": "Frozen, blind", "model": "run", "variant": "blind", "task": "shapes_vqa", "kind": "vqa",
-     "setting": "0-shot", "settings": {"shots": 0}, "closed_ended": False, "metric": "vqa_accuracy", "score": 20.1,
-     "num_examples": 50, "seconds": 1.0},
-    {"row": "Text oracle (LM)", "model": "run", "variant": "text_oracle", "task": "shapes_open_ended",
-     "kind": "open_ended", "setting": "2-way 1-shot", "settings": {"ways": 2, "inner_shots": 1},
-     "closed_ended": False, "metric": "accuracy", "score": 50.0, "num_examples": 48, "seconds": 2.0},
+    _record("frozen", "shapes_open_ended", "2-way 1-shot", 22, 48, ways=2, inner_shots=1, chance=50.0),
+    _record("frozen", "shapes_open_ended", "5-way 3-shot", 11, 40, ways=5, inner_shots=3, layout="compact"),
+    _record("frozen", "shapes_vqa", "0-shot", 36, 50),
+    _record("blind", "shapes_vqa", "0-shot", 10, 50),
+    _record("text_oracle", "shapes_open_ended", "2-way 1-shot", 24, 48, ways=2, inner_shots=1),
 ]
-# The same kind of numbers in frozen_hf.hub.model_card's own report format.
+# The same kind of numbers in the card's own report format (frozen_hf.hub.card_data).
 EVAL_REPORT = {
     "results": [
         {"task": "open_ended_mi", "dataset": "shapes-open-ended", "dataset_name": "Shapes open-ended binding",
          "split": "test", "settings": {"ways": 2, "inner_shots": 1}, "metric": "accuracy", "value": 0.455},
-        {"task": "vqa", "variant": "Frozen, blind", "dataset": "shapes-vqa", "settings": "0-shot",
+        {"task": "vqa", "variant": "blind", "dataset": "shapes-vqa", "settings": "0-shot",
          "metric": "vqa_accuracy", "value": 20.1},
     ],
 }
@@ -113,7 +111,7 @@ def make_training_output(tmp_path: Path, *, with_report: bool = True) -> tuple[P
     (out / "checkpoint-700" / "optimizer.pt").write_bytes(b"not published")
     (out / "training_args.bin").write_bytes(b"not published")
     if with_report:
-        # frozen_hf.eval.run's output folder inside the training output, where publish() looks by default.
+        # frozen-eval's output folder inside the training output, where publish() looks by default.
         (out / "evaluation").mkdir()
         (out / "evaluation" / "results.json").write_text(json.dumps(EVAL_RECORDS, indent=2))
         (out / "evaluation" / "plot_shapes_open_ended.png").write_bytes(png(5, 5))
@@ -286,24 +284,27 @@ def test_card_metadata_is_valid_and_matches_the_report(hub_server, trained):
     info = HfApi().model_info(REPO)
     assert info.pipeline_tag == "image-text-to-text" and info.library_name == "transformers"
 
-    frozen_rows = [r for r in EVAL_RECORDS if r["row"] == "Frozen"]
+    frozen_rows = [r for r in EVAL_RECORDS if r["variant"] == "frozen"]
     results = card.data.eval_results
-    assert [r.metric_value for r in results] == [r["score"] for r in frozen_rows]
+    assert [r.metric_value for r in results] == [r["accuracy"] for r in frozen_rows]
     assert [r.task_name for r in results] == [r["task"] for r in frozen_rows]
     assert [r.metric_type for r in results] == [r["metric"] for r in frozen_rows]
-    assert [r.dataset_config for r in results] == [r["setting"] for r in frozen_rows]
+    # The layout is part of the setting where it is not the paper's.
+    assert [r.dataset_config for r in results] == ["2-way 1-shot", "5-way 3-shot, compact layout", "0-shot"]
     assert results[2].task_type == "visual-question-answering"
     # The raw YAML holds the same numbers as the report, and the repo holds the numbers themselves.
     raw = card.content.split("---")[1]
     for row in frozen_rows:
-        assert f"value: {row['score']}" in raw
-    published = json.loads(Path(hf_hub_download(REPO, "eval_results.json")).read_text())["results"]
-    assert [r["value"] for r in published] == [r["score"] for r in EVAL_RECORDS]
+        assert f"value: {row['accuracy']}" in raw
+    published = json.loads(Path(hf_hub_download(REPO, "eval_results.json")).read_text())
+    assert [r["value"] for r in published["results"]] == [r["accuracy"] for r in EVAL_RECORDS]
+    assert [EvalRecord.from_dict(r).to_dict() for r in published["records"]] == EVAL_RECORDS
     # The body: images the repo holds, the recipe, every result row including baselines.
     assert "![Training loss](images/loss_curve.png)" in card.text
     assert "(images/plot_shapes_open_ended.png)" in card.text
     assert "| learning_rate | 0.001 |" in card.text and "output_dir" not in card.text
     assert "| Frozen, blind | shapes_vqa |" in card.text and "| Text oracle (LM) |" in card.text
+    assert "| 45.83 [32.6, 59.7] (n=48) |" in card.text  # 22 of 48 with its Wilson interval
     assert f"`{LM_REPO}` at revision `{lm_commit}`" in card.text
 
 

@@ -15,7 +15,8 @@ from safetensors.torch import load_file, save_file
 from transformers import GPT2LMHeadModel, LlamaForCausalLM
 
 from frozen_hf import FrozenForConditionalGeneration
-from frozen_hf.hub.verify import VerificationError, main, verify_language_model
+from frozen_hf.hub.verify import VerificationError, verify_language_model
+from frozen_hf.programs.verify import main
 from tests.helpers.tiny import tiny_text_config, tiny_vision_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -183,10 +184,10 @@ def test_trained_parts_only_checkpoint_has_nothing_to_differ(llama, tmp_path):
 
 def test_what_cannot_be_verified_exits_2(llama, tmp_path, capsys):
     base, frozen = llama
-    with pytest.raises(VerificationError, match="not a Frozen checkpoint"):
+    with pytest.raises(VerificationError, match="not a Frozen model"):
         verify_language_model(base)
     assert main([str(tmp_path)]) == 2
-    assert "config.json not found" in capsys.readouterr().err
+    assert "has no config.json" in capsys.readouterr().err
     checkpoint = copy_checkpoint(frozen, tmp_path / "ckpt")
     config = json.loads((checkpoint / "config.json").read_text())
     config["language_model_name_or_path"] = None
@@ -198,13 +199,13 @@ def test_what_cannot_be_verified_exits_2(llama, tmp_path, capsys):
 def test_command_line_module(llama, tmp_path):
     _, frozen = llama
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "frozen_hf.hub.verify", str(frozen), "--json"],
+    result = subprocess.run([sys.executable, "-m", "frozen_hf.programs.verify", str(frozen), "--json"],
                             capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["ok"] is True
     checkpoint = copy_checkpoint(frozen, tmp_path / "ckpt")
     tamper(checkpoint, "model.language_model.layers.0.mlp.up_proj.weight")
-    result = subprocess.run([sys.executable, "-m", "frozen_hf.hub.verify", str(checkpoint)],
+    result = subprocess.run([sys.executable, "-m", "frozen_hf.programs.verify", str(checkpoint)],
                             capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert result.returncode == 1
     assert "DIFFERS  model.language_model.layers.0.mlp.up_proj.weight" in result.stdout
