@@ -51,7 +51,7 @@ wait_all() {
 
 evaluate() {  # evaluate <folder> <row label> <variants>
   echo "== evaluating $1 as '$2'"
-  python -m frozen_hf.eval.run --model "$1" --suite ablation --label "$2" --variants "$3" \
+  python -m evaluation.run --model "$1" --suite ablation --label "$2" --variants "$3" \
     --scale "$EVAL_SCALE" --output "$REPORT"
 }
 

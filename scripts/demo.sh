@@ -32,5 +32,5 @@ fi
 # The demo suite: 200 held-out captions (Frozen; 40 blind), VQA 0-shot, open-ended 2-/5-way with 1/3/5
 # inner-shots; Frozen, blind and text-oracle rows (evaluation/README.md).
 stamp "evaluation suite"
-python -m frozen_hf.eval.run --model "$OUT" --suite demo --output "$OUT/eval"
+python -m evaluation.run --model "$OUT" --suite demo --output "$OUT/eval"
 stamp "done: $OUT/eval/report.md, $OUT/loss_curve.png, TensorBoard: tensorboard --logdir $OUT/runs"
