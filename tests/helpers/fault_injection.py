@@ -7,8 +7,8 @@ Points (``occurrence`` counts from 1):
 - ``step``: inside optimizer step ``occurrence``, after backward and before the update;
 - ``model_file``: while checkpoint ``occurrence`` writes its weights (the file is left half written);
 - ``optimizer_file``: while checkpoint ``occurrence`` writes the optimizer state (left half written);
-- ``before_marker``: checkpoint ``occurrence`` fully written to its staging folder, completion marker not yet;
-- ``before_rename``: marker written, staging folder not yet renamed into place;
+- ``before_marker``: checkpoint ``occurrence`` fully written, completion marker not yet;
+- ``before_rename``: the completion marker written to its temporary file, not yet renamed into place;
 - ``rotate``: halfway through deleting an old checkpoint (``occurrence``-th deletion by checkpoint rotation);
 - ``none``: no kill (the uninterrupted reference).
 
@@ -49,7 +49,9 @@ def install(point: str, occurrence: int) -> None:
     import torch
     from transformers import Trainer
 
-    from frozen_hf.train import training
+    from frozen_hf.train import checkpoints
+    from frozen_hf.train.checkpoints import CHECKPOINT_COMPLETE_MARKER
+    from frozen_hf.train.trainer import FrozenTrainer
 
     calls = {"count": 0}
 
@@ -58,24 +60,24 @@ def install(point: str, occurrence: int) -> None:
         return calls["count"] == occurrence
 
     if point == "step":
-        guard = training.FrozenTrainer._guard_optimizer_step
+        guard = FrozenTrainer._guard_optimizer_step
 
         def guarded(self):
             guard(self)
             if self.state.global_step + 1 == occurrence:
                 _die()
 
-        training.FrozenTrainer._guard_optimizer_step = guarded
+        FrozenTrainer._guard_optimizer_step = guarded
     elif point == "model_file":
-        save = training.FrozenTrainer._save
+        save = FrozenTrainer._save
 
         def save_then_die(self, output_dir=None, state_dict=None):
             save(self, output_dir, state_dict)
-            if output_dir and training.STAGING_PREFIX in str(output_dir) and due():
+            if output_dir and Path(output_dir).name.startswith("checkpoint-") and due():
                 _truncate_half(os.path.join(output_dir, "model.safetensors"))
                 _die()
 
-        training.FrozenTrainer._save = save_then_die
+        FrozenTrainer._save = save_then_die
     elif point == "optimizer_file":
         save = Trainer._save_optimizer_and_scheduler
 
@@ -86,18 +88,24 @@ def install(point: str, occurrence: int) -> None:
                 _die()
 
         Trainer._save_optimizer_and_scheduler = save_then_die
-    elif point in ("before_marker", "before_rename"):
-        write_json = training._write_json
+    elif point == "before_marker":
+        write_json = checkpoints.write_json_atomic
 
-        def write_then_maybe_die(path, value):
-            is_marker = Path(path).name == training.COMPLETE_MARKER
-            if is_marker and point == "before_marker" and due():
+        def write_unless_marker(path, value):
+            if Path(path).name == CHECKPOINT_COMPLETE_MARKER and due():
                 _die()
             write_json(path, value)
-            if is_marker and point == "before_rename" and due():
-                _die()
 
-        training._write_json = write_then_maybe_die
+        checkpoints.write_json_atomic = write_unless_marker
+    elif point == "before_rename":
+        replace = os.replace
+
+        def replace_unless_marker(src, dst, *args, **kwargs):
+            if Path(dst).name == CHECKPOINT_COMPLETE_MARKER and due():
+                _die()
+            return replace(src, dst, *args, **kwargs)
+
+        os.replace = replace_unless_marker
     elif point == "rotate":
         rmtree = shutil.rmtree
 
@@ -106,7 +114,7 @@ def install(point: str, occurrence: int) -> None:
             if name.startswith("checkpoint-") and due():
                 # The worst order for a reader: weights and half the rest gone, completion marker still there.
                 files = sorted(Path(path).iterdir(), key=lambda item: item.name != "model.safetensors")
-                files = [item for item in files if item.name != training.COMPLETE_MARKER]
+                files = [item for item in files if item.name != CHECKPOINT_COMPLETE_MARKER]
                 for item in files[: len(files) // 2]:
                     item.unlink() if item.is_file() else rmtree(item)
                 _die()
@@ -114,7 +122,7 @@ def install(point: str, occurrence: int) -> None:
 
         shutil.rmtree = half_rmtree
     elif point in ("nan_loss", "inf_loss", "nan_grad", "nan_image"):
-        compute_loss = training.FrozenTrainer.compute_loss
+        compute_loss = FrozenTrainer.compute_loss
         poisoned = set()
 
         def poisoned_loss(self, model, inputs, *args, **kwargs):
@@ -139,17 +147,17 @@ def install(point: str, occurrence: int) -> None:
                 result = (result[0] * factor, *result[1:]) if isinstance(result, tuple) else result * factor
             return result
 
-        training.FrozenTrainer.compute_loss = poisoned_loss
+        FrozenTrainer.compute_loss = poisoned_loss
     elif point == "nan_weights_at_save":
-        save_checkpoint = training.FrozenTrainer._save_checkpoint
+        save = FrozenTrainer._save
 
-        def poison_then_save(self, model, trial):
+        def poison_then_save(self, output_dir=None, state_dict=None):
             if self.state.global_step == occurrence:
                 with torch.no_grad():
-                    self.accelerator.unwrap_model(model).model.visual_prefix.linear.weight[0, 0] = float("nan")
-            return save_checkpoint(self, model, trial)
+                    self.accelerator.unwrap_model(self.model).model.visual_prefix.linear.weight[0, 0] = float("nan")
+            return save(self, output_dir, state_dict)
 
-        training.FrozenTrainer._save_checkpoint = poison_then_save
+        FrozenTrainer._save = poison_then_save
     elif point != "none":
         raise SystemExit(f"unknown kill point {point!r}")
 
@@ -157,6 +165,6 @@ def install(point: str, occurrence: int) -> None:
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     install(sys.argv[1], int(sys.argv[2]))
-    from frozen_hf.train.training import main_cli
+    from frozen_hf.programs.train import main
 
-    sys.exit(main_cli(sys.argv[3:]))
+    sys.exit(main(sys.argv[3:]))

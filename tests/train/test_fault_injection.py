@@ -22,7 +22,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from frozen_hf.train.training import COMPLETE_MARKER, last_complete_checkpoint
+from frozen_hf.train.checkpoints import CHECKPOINT_COMPLETE_MARKER, last_complete_checkpoint
 from frozen_hf.hub.verify import verify_language_model
 
 from tests.helpers.fault_runner import KILLED, REPO, run_training_subprocess, vision_state
@@ -68,7 +68,7 @@ def _assert_resumable_state(out: Path) -> int:
         return 0
     last = Path(last)
     step = int(last.name.rsplit("-", 1)[1])
-    assert (last / COMPLETE_MARKER).is_file()
+    assert (last / CHECKPOINT_COMPLETE_MARKER).is_file()
     assert json.loads((last / "trainer_state.json").read_text())["global_step"] == step
     weights = load_file(last / "model.safetensors")  # a half-written file does not parse
     assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
@@ -96,7 +96,7 @@ def _finish_and_compare(assets: dict, config: str, out: Path) -> None:
         ("model_file", 2, 3),  # checkpoint-6's weights half written
         ("optimizer_file", 2, 3),  # checkpoint-6's optimizer state half written
         ("before_marker", 3, 6),  # checkpoint-9 fully written, marker missing
-        ("before_rename", 3, 6),  # checkpoint-9 complete but still in its staging folder
+        ("before_rename", 3, 6),  # checkpoint-9's marker written to its temporary file, not yet renamed into place
         ("rotate", 1, 9),  # checkpoint-3 half deleted (marker left) while checkpoint-9 is current
     ],
 )

@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from frozen_hf.train.training import last_complete_checkpoint
+from frozen_hf.train.checkpoints import last_complete_checkpoint
 
 from tests.helpers.fault_runner import run_training_subprocess, vision_state
 from tests.helpers.tiny_training import (

