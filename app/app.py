@@ -106,11 +106,11 @@ def _single(file):
     return paths[0] if paths else None
 
 
-def binding(support, names, query, task_induction, progress=None):
+def binding(support, names, query, task_induction, layout, progress=None):
     model, processor = SESSION.require()
     progress(0.2, desc="Reading the prompt")
     answer, prompt = lib.answer_binding(model, processor, _paths(support), names, _single(query),
-                                        task_induction=task_induction)
+                                        task_induction=task_induction, layout=layout)
     captions = [f"support: {n}" for n in lib.parse_names(names)] + ["query"]
     return answer, list(zip(prompt.images, captions)), prompt.text
 
@@ -127,14 +127,15 @@ def _shown(rows, text_of):
     return [(row["image"], f"{text_of(row)} (similarity {row['score']:.3f})") for row in rows]
 
 
-def vqa(image, question, k, progress=None):
+def vqa(image, question, k, layout, progress=None):
     model, processor = SESSION.require()
     index = None
     if int(k) > 0:
         progress(0.1, desc="Indexing the support set (first use only)")
         index = SESSION.index("vqa")
     progress(0.5, desc="Answering")
-    answer, prompt, rows = lib.answer_vqa(model, processor, _single(image), question, index=index, k=int(k))
+    answer, prompt, rows = lib.answer_vqa(model, processor, _single(image), question, index=index, k=int(k),
+                                          layout=layout)
     return answer, _shown(rows, lambda r: f"Q: {r['question']} A: {r['answer']}"), prompt.text
 
 
@@ -194,14 +195,18 @@ def build(initial_status: str, initial_model: str) -> gr.Blocks:
                 query = gr.File(file_types=["image"], label="Query image", elem_id="binding-query")
             names = gr.Textbox(label="Names of the support images, in order, comma-separated (e.g. dax, blicket)",
                                elem_id="binding-names")
-            task_induction = gr.Checkbox(True, label="Task induction (start with 'Answer with dax or blicket.')")
+            with gr.Row():
+                task_induction = gr.Checkbox(True, label="Task induction (start with 'Answer with dax or blicket.')")
+                layout = gr.Radio(list(lib.LAYOUTS), value=lib.DEFAULT_LAYOUT, elem_id="binding-layout",
+                                  label="Prompt layout (compact: '<image>: dax'; paper: '<image> This is a dax.')")
             run = gr.Button("Answer", variant="primary", elem_id="binding-run")
             answer = gr.Textbox(label="Answer", interactive=False, elem_id="binding-answer")
             status = gr.Markdown(elem_id="binding-status")
             shown = gr.Gallery(label="The prompt's images", columns=6, height=220, elem_id="binding-gallery")
             prompt = gr.Textbox(label="Prompt", lines=4, interactive=False, elem_id="binding-prompt")
             example.click(shapes_example, [ways, seed], [support, names, query, status])
-            run.click(_guarded(binding, 4), [support, names, query, task_induction], [answer, shown, prompt, status])
+            run.click(_guarded(binding, 4), [support, names, query, task_induction, layout],
+                      [answer, shown, prompt, status])
 
         with gr.Tab("Free prompt", elem_id="tab-free"):
             text = gr.Textbox(label="Prompt: <image> marks where each image goes, in upload order", lines=4,
@@ -231,6 +236,9 @@ def build(initial_status: str, initial_model: str) -> gr.Blocks:
                 k = gr.Slider(0, MAX_RETRIEVED, value=0, step=1, elem_id=f"{task}-k",
                               label="Retrieved examples (the most similar Shapes training images, as shots; 0: none)")
                 inputs.append(k)
+                if task == "vqa":
+                    inputs.append(gr.Radio(list(lib.LAYOUTS), value=lib.DEFAULT_LAYOUT, label="Prompt layout",
+                                           elem_id="vqa-layout"))
                 go = gr.Button("Answer" if task == "vqa" else "Caption", variant="primary", elem_id=f"{task}-run")
                 out = gr.Textbox(label="Answer" if task == "vqa" else "Caption", interactive=False,
                                  elem_id=f"{task}-answer")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from frozen_hf.eval.prompting import IMAGE_MARKER, Prompt, caption_prompts, open_ended_prompts, vqa_prompts
+from frozen_hf.eval.prompting import IMAGE_MARKER, LAYOUTS, Prompt, caption_prompts, open_ended_prompts, vqa_prompts
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -42,10 +42,18 @@ DEFAULT_MODEL = "outputs/shapes-smollm2"
 # Answer lengths as in the evaluation tasks: names are a word or two, Shapes captions about 15 tokens.
 NAME_TOKENS, VQA_TOKENS, CAPTION_TOKENS = 4, 5, 24
 SUPPORT_ROWS = 200
+# The layout in which the name follows its image: the one under which the small LMs bind names (see the README).
+DEFAULT_LAYOUT = "compact"
 
 
 class AppInputError(ValueError):
     """Input the demo cannot use; the message says what is wrong and what to do, for the page as it is."""
+
+
+def _layout(name: str) -> str:
+    if name not in LAYOUTS:
+        raise AppInputError(f"Unknown prompt layout {name!r}; choose from {', '.join(LAYOUTS)}.")
+    return name
 
 
 def load_app_model(name_or_path: str | None = None, device: str | None = None):
@@ -118,9 +126,10 @@ def _answer(model, processor, prompt: Prompt, max_new_tokens: int) -> str:
 
 def answer_binding(
     model, processor, support_images: Sequence[Any], names: str | Sequence[str], query_image: Any, *,
-    task_induction: bool = True,
+    task_induction: bool = True, layout: str = DEFAULT_LAYOUT,
 ) -> tuple[str, Prompt]:
-    """Few-shot binding: each support image shown with its name, then the query; returns ``(answer, prompt)``."""
+    """Few-shot binding: each support image shown with its name, then the query, in the prompt builder's `layout`;
+    returns ``(answer, prompt)``."""
     names = parse_names(names)
     images = read_images(support_images, "support image")
     if not images:
@@ -131,7 +140,7 @@ def answer_binding(
             "order, separated by commas (e.g. dax, blicket)."
         )
     query = read_image(query_image, "query image")
-    (prompt,) = open_ended_prompts(images, names, [query], task_induction=task_induction)
+    (prompt,) = open_ended_prompts(images, names, [query], task_induction=task_induction, layout=_layout(layout))
     return _answer(model, processor, prompt, NAME_TOKENS), prompt
 
 
@@ -210,7 +219,9 @@ def _check_k(k: int) -> int:
     return int(k)
 
 
-def answer_vqa(model, processor, image: Any, question: str, *, index=None, k: int = 0) -> tuple[str, Prompt, list]:
+def answer_vqa(
+    model, processor, image: Any, question: str, *, index=None, k: int = 0, layout: str = DEFAULT_LAYOUT
+) -> tuple[str, Prompt, list]:
     """Answers `question` about `image`, after `k` examples retrieved from `index` (0: none); returns
     ``(answer, prompt, retrieved rows with their "score")``, the rows in prompt order (nearest last)."""
     query = read_image(image, "image")
@@ -219,10 +230,11 @@ def answer_vqa(model, processor, image: Any, question: str, *, index=None, k: in
         raise AppInputError("No question: type one, e.g. What colour is the shape?")
     k = _check_k(k)
     if k == 0:
-        (prompt,) = vqa_prompts([query], [question])
+        (prompt,) = vqa_prompts([query], [question], layout=_layout(layout))
         rows: list = []
     else:
-        prompt, rows = _retrieved_prompt(index, "vqa", k, query_images=[query], questions=[question])
+        prompt, rows = _retrieved_prompt(index, "vqa", k, query_images=[query], questions=[question],
+                                         layout=_layout(layout))
     return _answer(model, processor, prompt, VQA_TOKENS), prompt, rows
 
 

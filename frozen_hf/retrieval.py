@@ -393,9 +393,11 @@ def retrieved_vqa_prompts(
     query_descriptions: Sequence[str | None] | None = None,
     targets: Sequence[Any] | None = None,
     seed: int = 0,
+    layout: str = "paper",
 ) -> list[Prompt]:
-    """VQA prompts (``<image> Question: q Answer: a`` shots, then the query) whose `k` shots come from the index's
-    data set, chosen by `selection`. Each prompt's ``metadata["retrieved"]`` names its shots."""
+    """VQA prompts (``<image> Question: q Answer: a`` shots, then the query, in the prompt builder's `layout`) whose
+    `k` shots come from the index's data set, chosen by `selection`. Each prompt's ``metadata["retrieved"]`` names
+    its shots."""
     if len(query_images) != len(questions):
         raise ValueError(f"Got {len(query_images)} query images but {len(questions)} questions.")
     dataset = index.dataset
@@ -410,7 +412,7 @@ def retrieved_vqa_prompts(
             [query_images[q]], [questions[q]], shots=shots,
             shot_descriptions=[_column(e, description_column) for e in examples],
             query_descriptions=None if query_descriptions is None else [query_descriptions[q]],
-            targets=None if targets is None else [targets[q]],
+            targets=None if targets is None else [targets[q]], layout=layout,
         )
         prompts.append(_with_metadata(prompt, _retrieved_metadata(rows, selection)))
     return prompts

@@ -186,12 +186,15 @@ def test_few_shot_binding_tab_answers_like_the_library(page, library, images, sh
 
 def test_shapes_example_in_the_binding_tab(page, library, shots_dir):
     _fill(page, "binding-ways", 3)
+    page.locator("#binding-layout").get_by_role("radio", name="paper").check()
     page.click("#binding-example")
     page.wait_for_function("() => document.querySelector('#binding-names textarea').value.split(',').length == 3")
     episode = lib.shapes_binding_example(library[1], ways=3, seed=0)
     assert _value(page, "binding-names") == ", ".join(episode["names"])
     assert _run(page, "binding").startswith("done in")
-    answer, _ = lib.answer_binding(*library, episode["support_images"], episode["names"], episode["query_image"])
+    answer, prompt = lib.answer_binding(*library, episode["support_images"], episode["names"], episode["query_image"],
+                                        layout="paper")
+    assert prompt.text.count("This is a") == 4 and _value(page, "binding-prompt") == prompt.text
     assert _value(page, "binding-answer") == answer
     page.screenshot(path=str(shots_dir / "app-binding.png"), full_page=True)
 
