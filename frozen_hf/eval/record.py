@@ -33,7 +33,6 @@ VARIANT_NAMES = {
     "frozen": "{label}",
     "blind": "{label}, blind",
     "text_oracle": "Text oracle (LM)",
-    "text_oracle_full": "Text oracle, full description (LM)",
     "text_oracle_category": "Text oracle, category only (LM)",
 }
 
@@ -72,6 +71,7 @@ class EvalRecord:
         setting: the cell's column label within its task and layout (``"2-way 3-shot"``, ``"0-shot"``, ``"test"``).
         layout: the prompt layout (``"paper"``, the paper's, by default).
         shots, ways, inner_shots, repeats, task_induction, queries_per_episode, split: the protocol.
+        categories: the Shapes binding categories, ``seen`` in caption training (as in the paper) or ``novel``.
         closed_ended: answers ranked among the episode's names instead of generated.
         metric: the metric's name; accuracy: the score in percent; n: the number of scored queries.
         ci_low, ci_high: the 95% Wilson interval of `accuracy`, in percent.
@@ -101,6 +101,7 @@ class EvalRecord:
     repeats: int = 1
     task_induction: bool = True
     queries_per_episode: int | None = None
+    categories: str = "seen"
     split: str = "test"
     closed_ended: bool = False
     chance: float | None = None

@@ -160,7 +160,7 @@ def target_checks(records: Sequence[EvalRecord], label: str | None = None) -> li
                   vqa.accuracy >= 40 and vqa.accuracy - blind.accuracy >= 25)
         cells = {"2-way 1-shot": (2, 1, 70), "5-way 1-shot": (5, 1, 45), "5-way 3-shot": (5, 3, 65)}
         for name, (ways, inner, floor) in cells.items():
-            cell = dict(ways=ways, inner_shots=inner, repeats=1)
+            cell = dict(ways=ways, inner_shots=inner, repeats=1, categories="seen")
             frozen = find("frozen", "shapes_open_ended", layout, **cell)
             if frozen:
                 check(f"Shapes open-ended {name} >= {floor}" + at, frozen.interval_text(), frozen.accuracy >= floor)
@@ -173,11 +173,12 @@ def target_checks(records: Sequence[EvalRecord], label: str | None = None) -> li
             if blind and blind.chance is not None:
                 check(f"Shapes open-ended {name} blind within 8 of chance" + at,
                       f"{blind.accuracy:.1f} vs chance {blind.chance:.1f}", abs(blind.accuracy - blind.chance) <= 8)
-        one, three = (find("frozen", "shapes_open_ended", layout, ways=5, inner_shots=k, repeats=1) for k in (1, 3))
+        one, three = (find("frozen", "shapes_open_ended", layout, ways=5, inner_shots=k, repeats=1, categories="seen")
+                      for k in (1, 3))
         if one and three:
             check("Shapes open-ended 5-way: 3-shot above 1-shot, intervals apart" + at,
                   f"{three.interval_text()} vs {one.interval_text()}", three.ci_low > one.ci_high)
-        real = find("frozen", "shapes_real_name", layout, ways=5, inner_shots=1, repeats=1)
+        real = find("frozen", "shapes_real_name", layout, ways=5, inner_shots=1, repeats=1, categories="seen")
         if real:
             check("Shapes real-name 5-way 1-shot >= 90" + at, real.interval_text(), real.accuracy >= 90)
         for fast in (r for r in records if r.task == "shapes_fast_vqa" and r.layout == layout and r.is_model
@@ -210,6 +211,7 @@ def _plot(records: Sequence[EvalRecord], folder: Path) -> list[Path]:
         for r in mine:
             panel = (r.layout, r.ways if episodes else None)
             name = r.row + ("" if r.task_induction or not episodes else ", no task induction")
+            name += "" if r.categories == "seen" else f", {r.categories} categories"
             series.setdefault((panel, name), []).append(r)
         if not series or max(len(v) for v in series.values()) < 2:
             continue

@@ -19,6 +19,8 @@ from .tasks import BINDING_TASKS, VARIANTS, ProtocolError, TaskData, TaskSetting
 __all__ = ["ModelError", "SUITES", "chance_level", "evaluate_task", "load_frozen", "run_suite", "suite_cells"]
 
 SUITES = ("demo", "full", "ablation")
+# The category-only oracle names a category, so it applies to naming tasks; VQA cells run the other variants.
+VQA_VARIANTS = tuple(v for v in VARIANTS if v != "text_oracle_category")
 
 
 class ModelError(ValueError):
@@ -36,19 +38,20 @@ def suite_cells(name: str) -> list[tuple[str, dict[str, Any], tuple[str, ...]]]:
         return [
             ("shapes_captions", {"num_episodes": 200}, ("frozen",)),
             ("shapes_captions", {"num_episodes": 40}, ("blind",)),
-            ("shapes_vqa", {"shots": 0, "num_episodes": 60}, VARIANTS),
+            ("shapes_vqa", {"shots": 0, "num_episodes": 60}, VQA_VARIANTS),
         ] + [(t, dict(s, num_episodes=s["num_episodes"] // 2), v) for t, s, v in binding]
     if name == "full":
         return (
             [("shapes_captions", {"num_episodes": 200}, ("frozen", "blind")),
              ("shapes_captions", {"num_episodes": 200, "split": "test_novel"}, ("frozen",))]
-            + [("shapes_vqa", {"shots": k, "num_episodes": 200}, VARIANTS) for k in (0, 1, 4)]
+            + [("shapes_vqa", {"shots": k, "num_episodes": 200}, VQA_VARIANTS) for k in (0, 1, 4)]
             + [(t, dict(s, num_episodes=s["num_episodes"] * 4), v) for t, s, v in binding]
             + [("shapes_open_ended", {"ways": w, "inner_shots": 1, "task_induction": False, "num_episodes": 100 // w},
                 VARIANTS) for w in (2, 5)]
             + [("shapes_real_name", {"ways": w, "inner_shots": k, "num_episodes": 100 // w}, VARIANTS)
                for w in (2, 5) for k in (1, 3, 5)]
-            + [("shapes_fast_vqa", {"ways": 2, "inner_shots": k, "num_episodes": 100}, VARIANTS) for k in (1, 3, 5)]
+            + [("shapes_fast_vqa", {"ways": 2, "inner_shots": k, "num_episodes": 100}, VQA_VARIANTS)
+               for k in (1, 3, 5)]
         )
     if name == "ablation":
         # The columns of the ablation table: captioning, VQA and fast binding at 3 inner-shots.
@@ -151,7 +154,7 @@ def evaluate_task(
         ways=s.ways if episodes else None, inner_shots=s.inner_shots if episodes else None, repeats=s.repeats,
         task_induction=s.task_induction,
         queries_per_episode=s.queries_per_episode or (s.ways if data.task in BINDING_TASKS else None),
-        split=s.split, closed_ended=closed_ended, chance=chance_level(prompts), seed=s.seed, seconds=seconds,
+        categories=getattr(s, "categories", "seen"), split=s.split, closed_ended=closed_ended, chance=chance_level(prompts), seed=s.seed, seconds=seconds,
         protocol=s.to_dict(), extra_metrics={k: float(v) for k, v in extra.items()},
         engine={k: v for k, v in vars(stats).items() if k != "notes"},
         examples=[

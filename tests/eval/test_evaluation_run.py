@@ -10,7 +10,7 @@ import pytest
 from frozen_hf.eval.record import load_records
 from frozen_hf.eval.report import render_markdown, write_report
 from frozen_hf.programs import evaluate as frozen_eval
-from frozen_hf.eval.tasks import ProtocolError, TaskSettings, apply_variant, build_task
+from frozen_hf.eval.tasks import VARIANTS, ProtocolError, TaskSettings, apply_variant, build_task
 from frozen_hf.eval.prompting import IMAGE_MARKER
 from tests.helpers.tiny import tiny_model, tiny_processor
 
@@ -124,7 +124,7 @@ def test_demo_suite_writes_every_row_and_column(model_dir, tmp_path):
     assert list(tables) == ["shapes_captions", "shapes_vqa", "shapes_open_ended"]
     assert [r["variant"] for r in tables["shapes_captions"]["rows"]] == ["frozen", "blind"]
     binding = tables["shapes_open_ended"]
-    assert [r["variant"] for r in binding["rows"]] == ["frozen", "blind", "text_oracle"]
+    assert [r["variant"] for r in binding["rows"]] == list(VARIANTS)
     assert binding["columns"] == [f"{w}-way {k}-shot" for w in (2, 5) for k in (1, 3, 5)]
     assert all(set(r["cells"]) == set(binding["columns"]) for r in binding["rows"])
     assert binding["chance"] == {"2-way 1-shot": 50.0, "2-way 3-shot": 50.0, "2-way 5-shot": 50.0,
@@ -133,6 +133,23 @@ def test_demo_suite_writes_every_row_and_column(model_dir, tmp_path):
     assert {"Shapes captions right", "Shapes VQA 0-shot", "Shapes open-ended 5-way 1-shot"} <= targets
     assert all(c["target"].endswith("(paper layout)") for c in report["checks"])
     assert (out / "plot_shapes_open_ended.png").is_file()
+
+
+def test_each_layout_is_its_own_row_group(model_dir, tmp_path):
+    out = tmp_path / "layouts"
+    common = ["--model", model_dir, "--num-episodes", 2, "--output", out, "--task", "shapes_open_ended"]
+    assert run_cli(*common) == 0
+    assert run_cli(*common, "--layout", "compact") == 0
+    assert run_cli(*common, "--layout", "compact", "--variant", "text_oracle_category") == 0
+    records = load_records(out)
+    assert [(r.layout, r.variant) for r in records] == [
+        ("paper", "frozen"), ("compact", "frozen"), ("compact", "text_oracle_category")]
+    tables = json.loads((out / "report.json").read_text())["tables"]
+    assert [(t["layout"], [r["row"] for r in t["rows"]]) for t in tables] == [
+        ("paper", ["Frozen"]), ("compact", ["Frozen", "Text oracle, category only (LM)"])]
+    report = (out / "report.md").read_text()
+    assert f"| paper | Frozen | {records[0].interval_text()} |" in report
+    assert f"| compact | Frozen | {records[1].interval_text()} |" in report
 
 
 def test_report_regenerates_from_results(model_dir, tmp_path):
