@@ -11,7 +11,6 @@ Train-blind lives in the collator.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from typing import Any, NamedTuple
 
@@ -19,8 +18,6 @@ import torch
 
 from .arguments import FrozenModelArguments
 from .errors import TrainingConfigError
-
-logger = logging.getLogger(__name__)
 
 __all__ = [
     "BUNDLED_PREFIX",

@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from frozen_hf.train.checkpoints import TRAINED_PREFIXES
+
 REPO = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).resolve().parent / "fault_injection.py"
 KILLED = -signal.SIGKILL
@@ -31,6 +33,6 @@ def run_training_subprocess(config: str, point: str = "none", occurrence: int = 
     )
 
 
-def vision_state(output_dir: Path) -> dict[str, torch.Tensor]:
-    weights = load_file(output_dir / "model.safetensors")
-    return {k: v for k, v in weights.items() if k.startswith(("model.vision_model.", "model.visual_prefix."))}
+def vision_state(output_dir: str | os.PathLike) -> dict[str, torch.Tensor]:
+    weights = load_file(Path(output_dir) / "model.safetensors")
+    return {k: v for k, v in weights.items() if k.startswith(TRAINED_PREFIXES)}

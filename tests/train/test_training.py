@@ -12,8 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,9 +27,10 @@ from frozen_hf import FrozenForConditionalGeneration
 from frozen_hf.data.collator import FrozenCaptionCollator
 from frozen_hf.programs.train import run_training
 from frozen_hf.train.arguments import parse_arguments
-from frozen_hf.train.checkpoints import CHECKPOINT_COMPLETE_MARKER, last_complete_checkpoint
+from frozen_hf.train.checkpoints import CHECKPOINT_COMPLETE_MARKER, TRAINED_PREFIXES, last_complete_checkpoint
 from frozen_hf.train.errors import NonFiniteLossError, OutputDirError, TrainingConfigError
 
+from tests.helpers.fault_runner import training_env, vision_state
 from tests.helpers.tiny import tiny_processor
 from tests.helpers.tiny_training import (
     TINY_RESNET,
@@ -253,7 +252,7 @@ def test_lm_bitwise_unchanged(assets, tmp_path, options):
     assert (Path(result.output_dir) / "loss_curve.png").stat().st_size > 1000
     # checkpoints hold the trained weights only, never the LM
     keys = set(load_file(Path(result.output_dir) / "checkpoint-3" / "model.safetensors"))
-    assert keys and all(k.startswith(("model.vision_model.", "model.visual_prefix.")) for k in keys)
+    assert keys and all(k.startswith(TRAINED_PREFIXES) for k in keys)
     if options.get("vision_config") == TINY_RESNET:
         assert any("running_mean" in k for k in keys)
 
@@ -393,28 +392,16 @@ def test_nonfinite_loss_skip(assets, tmp_path):
 # --------------------------------------------------------------------------- resume and DDP (subprocesses)
 
 
-def _env():
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    return env
-
-
-def _vision_state(output_dir) -> dict[str, torch.Tensor]:
-    weights = load_file(Path(output_dir) / "model.safetensors")
-    return {k: v for k, v in weights.items() if k.startswith(("model.vision_model.", "model.visual_prefix."))}
-
-
 def test_resume_after_sigkill_is_bitwise_equal(assets, tmp_path):
     steps = 24
     common = dict(max_steps=steps, save_steps=4, vision_config=TINY_RESNET, logging_steps=4)
     reference = write_yaml(tmp_path / "ref.yaml", tiny_config_values(assets["lm"], assets["data"], str(tmp_path / "ref"), **common))
-    subprocess.run([sys.executable, "-m", "training.train", reference], cwd=REPO, env=_env(), check=True,
+    subprocess.run([sys.executable, "-m", "training.train", reference], cwd=REPO, env=training_env(), check=True,
                    capture_output=True, timeout=600)
 
     out = tmp_path / "killed"
     config = write_yaml(tmp_path / "k.yaml", tiny_config_values(assets["lm"], assets["data"], str(out), **common))
-    process = subprocess.Popen([sys.executable, "-m", "training.train", config], cwd=REPO, env=_env(),
+    process = subprocess.Popen([sys.executable, "-m", "training.train", config], cwd=REPO, env=training_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     try:
@@ -430,8 +417,8 @@ def test_resume_after_sigkill_is_bitwise_equal(assets, tmp_path):
     assert killed_at is not None and not (out / "training_log.json").exists()
 
     subprocess.run([sys.executable, "-m", "training.train", config, "--resume_from_checkpoint", "last"], cwd=REPO,
-                   env=_env(), check=True, capture_output=True, timeout=600)
-    expected, resumed = _vision_state(tmp_path / "ref"), _vision_state(out)
+                   env=training_env(), check=True, capture_output=True, timeout=600)
+    expected, resumed = vision_state(tmp_path / "ref"), vision_state(out)
     assert set(expected) == set(resumed)
     for key in expected:
         assert torch.equal(expected[key], resumed[key]), key
@@ -457,12 +444,12 @@ def test_two_process_ddp_matches_one_process(assets, tmp_path):
         tmp_path / "two.yaml",
         tiny_config_values(assets["lm"], assets["data"], str(tmp_path / "two"), per_device_train_batch_size=4, **common),
     )
-    subprocess.run([sys.executable, "-m", "training.train", single], cwd=REPO, env=_env(), check=True,
+    subprocess.run([sys.executable, "-m", "training.train", single], cwd=REPO, env=training_env(), check=True,
                    capture_output=True, timeout=600)
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
               "-m", "training.train", double]
-    result = subprocess.run(launch, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(launch, cwd=REPO, env=training_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
 
     def losses(folder):
@@ -471,7 +458,7 @@ def test_two_process_ddp_matches_one_process(assets, tmp_path):
 
     assert len(losses(tmp_path / "one")) == 4
     assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-4, abs=1e-5)
-    one, two = _vision_state(tmp_path / "one"), _vision_state(tmp_path / "two")
+    one, two = vision_state(tmp_path / "one"), vision_state(tmp_path / "two")
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5)
 
