@@ -24,6 +24,7 @@ import copy
 import time
 import weakref
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,7 @@ from .prompting import Prompt
 __all__ = [
     "EngineStats",
     "ModelContext",
+    "engine_call",
     "generate_answers",
     "postprocess_answer",
 ]
@@ -418,6 +420,21 @@ def plan_reuse(enc: ModelContext, prompts: Sequence[Prompt], reuse_prefix_cache:
     return reuse_groups, sorted(plain)
 
 
+@contextmanager
+def engine_call(model, processor, prompts: Sequence[Prompt], stats: EngineStats):
+    """One engine call on `prompts`: yields the `ModelContext` with the model in eval mode, restores its mode
+    afterwards, and counts the prompts and the time in `stats`."""
+    start = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    try:
+        yield ModelContext(model, processor)
+    finally:
+        model.train(was_training)
+    stats.prompts += len(prompts)
+    stats.seconds += time.perf_counter() - start
+
+
 @torch.no_grad()
 def generate_answers(
     model,
@@ -450,12 +467,8 @@ def generate_answers(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     stats = stats if stats is not None else EngineStats()
-    start = time.perf_counter()
-    was_training = model.training
-    model.eval()
-    enc = ModelContext(model, processor)
     results: list[list[int] | None] = [None] * len(prompts)
-    try:
+    with engine_call(model, processor, prompts, stats) as enc:
         reuse_groups, plain = plan_reuse(enc, prompts, reuse_prefix_cache, stats, max_new_tokens)
         answer_end = _AnswerEnd(enc.tokenizer, enc.device) if stop_at_newline else None
 
@@ -470,9 +483,5 @@ def generate_answers(
             for index, ids in zip(chunk, _plain_generate(enc, [prompts[i] for i in chunk], max_new_tokens, answer_end)):
                 results[index] = ids
         stats.prompts_via_plain += len(plain)
-    finally:
-        model.train(was_training)
-    stats.prompts += len(prompts)
-    stats.seconds += time.perf_counter() - start
     texts = enc.tokenizer.batch_decode(results, skip_special_tokens=True)
     return [postprocess_answer(t, stop_at_newline) for t in texts]

@@ -7,12 +7,20 @@ the same scores as encoding each prompt whole.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 import torch
 
-from .engine import EngineStats, ModelContext, cache_rows, chunks, encode_prefixes, plan_reuse, run_reuse_units
+from .engine import (
+    EngineStats,
+    ModelContext,
+    cache_rows,
+    chunks,
+    encode_prefixes,
+    engine_call,
+    plan_reuse,
+    run_reuse_units,
+)
 from .prompting import Prompt
 
 __all__ = ["rank_candidates", "score_candidates"]
@@ -82,12 +90,8 @@ def score_candidates(
                 "(open_ended_prompts sets them)."
             )
     stats = stats if stats is not None else EngineStats()
-    start = time.perf_counter()
-    was_training = model.training
-    model.eval()
-    enc = ModelContext(model, processor)
     results: list[list[float] | None] = [None] * len(prompts)
-    try:
+    with engine_call(model, processor, prompts, stats) as enc:
         distinct_lists = {tuple(c) for c in candidates}
         longest_candidate = max(len(ids) for c in distinct_lists for ids in _candidate_ids(enc.tokenizer, c))
         reuse_groups, plain = plan_reuse(enc, prompts, reuse_prefix_cache, stats, longest_candidate)
@@ -119,10 +123,6 @@ def score_candidates(
                 for index, row in zip(chunk, scores.tolist()):
                     results[index] = row
         stats.prompts_via_plain += len(plain)
-    finally:
-        model.train(was_training)
-    stats.prompts += len(prompts)
-    stats.seconds += time.perf_counter() - start
     return results  # type: ignore[return-value]
 
 

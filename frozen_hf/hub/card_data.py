@@ -206,7 +206,7 @@ def format_value(value: Any) -> str:
 def training_datasets(log: Mapping[str, Any] | None, config: Any) -> list[str]:
     """Training data names from the config's training record or the training log's arguments."""
     found: list[str] = []
-    scopes: list[Any] = [getattr(config, "frozen_training", None)]
+    scopes: list[Any] = [config.frozen_training]
     for section in _LOG_SECTIONS:
         value = (log or {}).get(section)
         scopes += [value, value.get("data") if isinstance(value, Mapping) else None]
@@ -387,8 +387,8 @@ def _bundled_name(path: str) -> str | None:
 def language_model_reference(config: Any) -> tuple[str | None, str | None]:
     """`(hub_id, note)` for the config's language model: the Hub id to name as `base_model` (None if unknown),
     and a note for the card where the weights are not exactly that repo's (bundled GGUF conversions)."""
-    source = getattr(config, "language_model_name_or_path", None) or ""
-    spec = str(getattr(config, "language_model_spec", None) or "")
+    source = config.language_model_name_or_path or ""
+    spec = config.language_model_spec or ""
     bundled = spec.removeprefix("bundled:") if spec.startswith("bundled:") else None
     if bundled not in BUNDLED_LANGUAGE_MODELS:
         bundled = _bundled_name(source) if source else None

@@ -111,7 +111,7 @@ def _vision_description(config: Any) -> str:
     name = names.get(model_type, model_type)
     if model_type == "timm_wrapper":
         name = f"timm `{getattr(vision, 'architecture', 'model')}`"
-    width = getattr(config, "vision_feature_dim", None)
+    width = config.vision_feature_dim
     return f"{name}, pooled features of width {width}" if width else name
 
 
@@ -159,13 +159,13 @@ def build_model_card(
     config = FrozenConfig.from_pretrained(output_dir)
     assets = collect_card_assets(output_dir, eval_report)
     if trained_parts_only is None:
-        trained_parts_only = bool(getattr(config, "trained_parts_only", False))
+        trained_parts_only = bool(config.trained_parts_only)
 
     hub_id, note = language_model_reference(config)
     if language_model_repo_id:
         hub_id, note = language_model_repo_id, None
-    # Training's provenance: None (or absent) on models saved outside the training program.
-    modification = getattr(config, "language_model_modification", None)
+    # Training's provenance (FrozenConfig fields): None on models saved outside the training program.
+    modification = config.language_model_modification
     if modification:
         what = {"lora": "fine-tuned with LoRA adapters (merged)", "scratch": "re-initialised and trained from scratch"}
         note = " ".join(filter(None, [note, (

@@ -236,7 +236,7 @@ def stage_output_folder(
         from ..configuration_frozen import FrozenConfig
 
         config = FrozenConfig.from_pretrained(source)
-        if not config.freeze_language_model or getattr(config, "language_model_modification", None):
+        if not config.freeze_language_model or config.language_model_modification:
             raise PublishError(
                 "This model's language model was changed by training (freeze_language_model=false, or a LoRA / "
                 "from-scratch ablation), so it differs from the pretrained one: publish the full checkpoint. "
