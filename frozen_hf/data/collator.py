@@ -13,6 +13,8 @@ survive data loader worker processes, and [`FrozenTrainer`](training) logs them.
 
 from __future__ import annotations
 
+import contextlib
+
 import io
 import logging
 import os
@@ -207,7 +209,8 @@ class FrozenCaptionCollator:
         kwargs: dict[str, Any] = {"padding": True, "return_tensors": "pt"}
         if self.max_length is not None:
             kwargs.update(truncation=True, max_length=self.max_length)
-        batch = dict(self.processor(text=texts, images=[[image] for image in images], **kwargs))
+        with _tokenizer_state_kept(tokenizer):
+            batch = dict(self.processor(text=texts, images=[[image] for image in images], **kwargs))
         batch["labels"] = self.processor.create_labels(batch["input_ids"], batch["attention_mask"])
         return batch
 
@@ -215,6 +218,33 @@ class FrozenCaptionCollator:
         if kind not in self._warned:
             self._warned.add(kind)
             logger.warning(message)
+
+
+@contextlib.contextmanager
+def _tokenizer_state_kept(tokenizer):
+    """Restores a fast tokenizer's truncation and padding after a call that sets them.
+
+    A fast tokenizer called with ``truncation=True, max_length=...`` keeps that setting in its backend, and
+    ``save_pretrained`` writes it to ``tokenizer.json``: a trained folder's processor would then truncate every
+    prompt at the training length (and refuse a long few-shot prompt). The saved tokenizer must behave like the
+    pretrained one it came from.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        yield
+        return
+    truncation, padding = backend.truncation, backend.padding
+    try:
+        yield
+    finally:
+        if truncation is None:
+            backend.no_truncation()
+        else:
+            backend.enable_truncation(**truncation)
+        if padding is None:
+            backend.no_padding()
+        else:
+            backend.enable_padding(**{k: v for k, v in padding.items() if k != "pad_type_id" or v is not None})
 
 
 def undecoded_images(dataset, image_column: str):

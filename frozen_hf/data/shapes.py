@@ -65,7 +65,9 @@ __all__ = [
     "scene_to_png",
     "encode_png",
     "describe",
+    "category_phrase",
     "phrase_caption",
+    "CAPTION_STYLES",
     "caption_is_correct",
     "parse_caption",
     "make_vqa_question",
@@ -132,6 +134,7 @@ SPLITS: dict[str, tuple[str, ...]] = {
 }
 DEFAULT_NUM_SAMPLES: dict[str, int] = {"train": 10_000, "validation": 500, "test": 1_000, "test_novel": 500}
 DEFAULT_NUM_EPISODES: dict[str, int] = {"train": 1_000, "validation": 200, "test": 500}
+CAPTION_STYLES: tuple[str, ...] = ("varied", "canonical", "shape_first")
 VQA_QUESTION_TYPES: tuple[str, ...] = ("colour", "shape", "position", "count")
 FAST_VQA_QUESTION_TYPES: tuple[str, ...] = ("colour", "position", "size")
 
@@ -481,6 +484,11 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
+def category_phrase(shape: str) -> str:
+    """A shape's category in words, with its article: ``"a star"``, ``"an arrow"`` (the category-only oracle)."""
+    return f"{_article(shape)} {shape}"
+
+
 def _object_phrase(o: Mapping[str, str], style: int) -> str:
     noun = f"{o['size']} {o['colour']} {o['shape']}"
     where = POSITION_PHRASES[o["position"]]
@@ -518,14 +526,20 @@ def phrase_caption(
 ) -> str:
     """A caption naming every attribute of every object.
 
-    ``style="canonical"`` gives ``describe()``'s phrasing; ``"varied"`` draws one of several
-    phrasings and a random object order from ``rng``, e.g. "there is a large red circle on the
-    left." or "a large circle that is red on the left.".
+    ``style="canonical"`` gives ``describe()``'s phrasing; ``"shape_first"`` names each object's
+    shape first ("star, large, red, on the left."), so the first word after an image is its
+    category; ``"varied"`` draws one of several phrasings and a random object order from ``rng``,
+    e.g. "there is a large red circle on the left." or "a large circle that is red on the left.".
     """
+    if style not in CAPTION_STYLES:
+        raise ValueError(f"Unknown caption style {style!r}; valid styles: {', '.join(CAPTION_STYLES)}.")
+    if style == "shape_first":
+        return _join([
+            f"{o['shape']}, {o['size']}, {o['colour']}, {POSITION_PHRASES[o['position']]}"
+            for o in _objects_words(scene_or_objects)
+        ]) + "."
     if style == "canonical" or rng is None:
         return describe(scene_or_objects)
-    if style != "varied":
-        raise ValueError(f"Unknown caption style {style!r}; valid styles: 'varied', 'canonical'.")
     words = _objects_words(scene_or_objects)
     words = [words[i] for i in rng.permutation(len(words))]
     choice = int(rng.integers(5))
@@ -944,7 +958,8 @@ def load_shapes(
         seed: the world seed; the same arguments give the same PNG bytes.
         min_objects, max_objects: objects per scene for ``captions`` / ``vqa`` (max 4; default
             1 for captions, which keeps captioning learnable on a CPU, and 4 for vqa).
-        caption_style: ``"varied"`` (several phrasings) or ``"canonical"`` (``describe()``).
+        caption_style: ``"varied"`` (several phrasings), ``"canonical"`` (``describe()``) or
+            ``"shape_first"`` (the shape word first, see ``phrase_caption``).
         question_types: subset of ``("colour", "shape", "position", "count")`` for ``vqa`` or
             ``("colour", "position", "size")`` for ``fast_vqa``.
         ways, inner_shots, repeats: episode settings for ``open_ended`` / ``real_name`` /
@@ -994,8 +1009,8 @@ def load_shapes(
             raise ValueError(f"Unknown vqa question types {bad}; valid: {', '.join(VQA_QUESTION_TYPES)}.")
         if max_objects is None:
             max_objects = max(min_objects, 1 if task == "captions" else len(SIDE_POSITIONS))
-        if caption_style not in ("varied", "canonical"):
-            raise ValueError(f"Unknown caption style {caption_style!r}; valid styles: 'varied', 'canonical'.")
+        if caption_style not in CAPTION_STYLES:
+            raise ValueError(f"Unknown caption style {caption_style!r}; valid styles: {', '.join(CAPTION_STYLES)}.")
         rows = _scene_rows(task, split, num_samples, image_size, seed, min_objects, max_objects,
                            caption_style, question_types)
     return Dataset.from_dict(rows, features=_features(task), split=NamedSplit(split))

@@ -20,7 +20,14 @@ shapes_fast_vqa     Shapes ``fast_vqa`` episodes                                
 ==================  ==========================================================  =====================
 
 Variants (``VARIANTS``): ``frozen`` (the model as it is), ``blind`` (every image replaced by a black image),
-``text_oracle`` (Shapes only: every image replaced by its true description, read by the model's own frozen LM).
+``text_oracle`` (Shapes only: every image replaced by its full true description, read by the model's own frozen
+LM) and ``text_oracle_category`` (binding tasks on Shapes: every image replaced by its category only, "a star":
+the ceiling of name binding).
+
+Every few-shot task takes a prompt layout (``TaskSettings.layout``, see `frozen_hf.eval.prompting.LAYOUTS`):
+``paper`` (the default, also for the paper's released files) or ``compact``. Shapes binding and Fast VQA
+tasks take ``TaskSettings.categories``: ``seen`` (the caption shapes, as in the paper) or ``novel`` (never seen
+in training, the harder variant).
 """
 
 from __future__ import annotations
@@ -33,13 +40,15 @@ from typing import Any, Callable
 import numpy as np
 
 from frozen_hf.eval.prompting import (
-    OPEN_ENDED_QUERY,
+    LAYOUTS,
     Prompt,
     Segment,
     build_prompts,
     caption_prompts,
     fast_vqa_prompts,
     open_ended_prompts,
+    binding_support_text,
+    get_layout,
     task_induction_text,
     to_blind,
     to_text_oracle,
@@ -61,7 +70,8 @@ __all__ = [
 REAL_TASKS = ("vqav2", "okvqa", "open_ended_mi", "real_name_mi", "fast_vqa", "guided_vqa")
 SHAPES_TASKS = ("shapes_captions", "shapes_vqa", "shapes_open_ended", "shapes_real_name", "shapes_fast_vqa")
 TASKS = REAL_TASKS + SHAPES_TASKS
-VARIANTS = ("frozen", "blind", "text_oracle")
+VARIANTS = ("frozen", "blind", "text_oracle", "text_oracle_category")
+CATEGORY_SETS = ("seen", "novel")
 
 BINDING_TASKS = ("open_ended_mi", "real_name_mi", "shapes_open_ended", "shapes_real_name")
 EPISODE_TASKS = BINDING_TASKS + ("fast_vqa", "guided_vqa", "shapes_fast_vqa")
@@ -92,6 +102,8 @@ class TaskSettings:
         image_size: Shapes image side (default: the processor's).
         data_dir: folder of a real benchmark's files.
         real_split, support_split: VQAv2/OKVQA query and shot splits.
+        layout: the prompt layout (``paper`` or ``compact``; `frozen_hf.eval.prompting.LAYOUTS`).
+        categories: Shapes binding / Fast VQA categories: ``seen`` in caption training, or ``novel``.
     """
 
     shots: int = 0
@@ -107,6 +119,8 @@ class TaskSettings:
     data_dir: str | None = None
     real_split: str = "val2014"
     support_split: str = "train2014"
+    layout: str = "paper"
+    categories: str = "seen"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,6 +154,12 @@ def _check_settings(task: str, s: TaskSettings) -> None:
             f"Unknown task {task!r}. Choose one of: {', '.join(TASKS)} (the shapes_* tasks run offline; the others "
             "read the paper's benchmark files from --data-dir)."
         )
+    if s.layout not in LAYOUTS:
+        raise ProtocolError(f"Unknown --layout {s.layout!r}; choose from {', '.join(LAYOUTS)}.")
+    if s.categories not in CATEGORY_SETS:
+        raise ProtocolError(f"Unknown --categories {s.categories!r}; choose from {', '.join(CATEGORY_SETS)}.")
+    if s.categories != "seen" and task not in ("shapes_open_ended", "shapes_real_name", "shapes_fast_vqa"):
+        raise ProtocolError(f"--categories novel applies to the Shapes binding and Fast VQA tasks, not {task}.")
     if s.num_episodes < 1:
         raise ProtocolError(f"--num-episodes must be >= 1, got {s.num_episodes}.")
     if s.shots < 0:
@@ -177,6 +197,8 @@ def setting_label(task: str, s: TaskSettings) -> str:
             label += f" x{s.repeats}"
         if not s.task_induction:
             label += " no-TI"
+        if s.categories != "seen":
+            label += f" {s.categories}"
         return label
     return s.split
 
@@ -206,7 +228,7 @@ def apply_variant(data: TaskData, variant: str) -> list[Prompt]:
         return data.prompts
     if variant == "blind":
         return to_blind(data.prompts)
-    if variant == "text_oracle":
+    if variant in ("text_oracle", "text_oracle_category"):
         if data.kind == "caption":
             raise ProtocolError(
                 "The text oracle is not defined for captioning (the description would be the answer); run it on "
@@ -217,7 +239,14 @@ def apply_variant(data: TaskData, variant: str) -> list[Prompt]:
                 f"The text oracle needs the true description of every image, which only the Shapes world has; "
                 f"{data.task} has none. Use a shapes_* task."
             )
-        return to_text_oracle(data.prompts)
+        if variant == "text_oracle":
+            return to_text_oracle(data.prompts)
+        if data.kind != "open_ended" or not all(c is not None for p in data.prompts for c in p.categories):
+            raise ProtocolError(
+                f"The category-only text oracle needs the category of every image, which the Shapes binding tasks "
+                f"give; {data.task} has none."
+            )
+        return to_text_oracle(data.prompts, strength="category")
     raise ProtocolError(f"Unknown variant {variant!r}; choose from {', '.join(VARIANTS)}.")
 
 
@@ -268,7 +297,7 @@ def _shapes_vqa(s: TaskSettings) -> TaskData:
                 shot_descriptions.append(row["description"])
         prompts += vqa_prompts(
             images[start:stop], questions[start:stop], shots=shots, shot_descriptions=shot_descriptions,
-            query_descriptions=descriptions[start:stop],
+            query_descriptions=descriptions[start:stop], layout=s.layout,
         )
     return TaskData("shapes_vqa", "vqa", prompts, answers, s, MAX_NEW_TOKENS["vqa"], setting_label("shapes_vqa", s))
 
@@ -292,9 +321,12 @@ def _extra_queries(episode: dict, count: int, s: TaskSettings) -> list[tuple[Any
 
 
 def _shapes_binding(task: str, s: TaskSettings) -> TaskData:
+    from frozen_hf.data.shapes import category_phrase
+
     rows = _load_shapes(
         task.removeprefix("shapes_"), s, s.num_episodes,
         ways=s.ways, inner_shots=s.inner_shots, repeats=s.repeats, task_induction=s.task_induction,
+        categories=s.categories,
     )
     queries_per_episode = s.queries_per_episode or s.ways
     prompts: list[Prompt] = []
@@ -302,15 +334,19 @@ def _shapes_binding(task: str, s: TaskSettings) -> TaskData:
     for episode in rows:
         name_of = dict(zip(episode["support_categories"], episode["support_names"]))
         images, descriptions, targets = [episode["query_image"]], [episode["query_description"]], [episode["answer"]]
+        categories = [episode["query_category"]]
         for image, description, category in _extra_queries(episode, queries_per_episode - 1, s):
             images.append(image)
             descriptions.append(description)
+            categories.append(category)
             targets.append(name_of[category])
         prompts += open_ended_prompts(
             list(episode["support_images"]), list(episode["support_names"]), images,
             task_induction=s.task_induction, names=list(episode["names"]),
             support_descriptions=list(episode["support_descriptions"]), query_descriptions=descriptions,
-            targets=targets,
+            support_categories=[category_phrase(c) for c in episode["support_categories"]],
+            query_categories=[category_phrase(c) for c in categories],
+            targets=targets, layout=s.layout,
         )
         references += targets
     return TaskData(task, "open_ended", prompts, references, s, MAX_NEW_TOKENS["open_ended"], setting_label(task, s))
@@ -320,6 +356,7 @@ def _shapes_fast_vqa(s: TaskSettings) -> TaskData:
     rows = _load_shapes(
         "fast_vqa", s, s.num_episodes,
         ways=s.ways, inner_shots=s.inner_shots, repeats=s.repeats, task_induction=s.task_induction,
+        categories=s.categories,
     )
     prompts: list[Prompt] = []
     for episode in rows:
@@ -327,7 +364,7 @@ def _shapes_fast_vqa(s: TaskSettings) -> TaskData:
             list(episode["support_images"]), list(episode["support_names"]), [episode["query_image"]],
             [episode["question"]], task_induction=s.task_induction, names=list(episode["names"]),
             support_descriptions=list(episode["support_descriptions"]),
-            query_descriptions=[episode["query_description"]], targets=[episode["answers"]],
+            query_descriptions=[episode["query_description"]], targets=[episode["answers"]], layout=s.layout,
         )
     return TaskData(
         "shapes_fast_vqa", "vqa", prompts, list(rows["answers"]), s, MAX_NEW_TOKENS["vqa"],
@@ -356,7 +393,7 @@ def _real_vqa(task: str, s: TaskSettings) -> TaskData:
             for index in rng.choice(len(pool), size=s.shots, replace=False):
                 row = pool[int(index)]
                 shots.append((row["image"], row["question"], row["multiple_choice_answer"]))
-        prompts += vqa_prompts(part["image"], part["question"], shots=shots)
+        prompts += vqa_prompts(part["image"], part["question"], shots=shots, layout=s.layout)
     return TaskData(task, "vqa", prompts, list(queries["answers"]), s, MAX_NEW_TOKENS["vqa"], setting_label(task, s))
 
 
@@ -389,13 +426,21 @@ def _real_episodes(task: str, s: TaskSettings) -> TaskData:
                     "task induction; run with --no-task-induction."
                 )
             preamble = task_induction_text(list(dict.fromkeys(names)))
-        support = [Segment(c, image) for c, image in zip(captions, row["support_images"])]
+        layout = get_layout(s.layout)
+        if layout.name != "paper":
+            if any(n is None for n in names):
+                raise ProtocolError(
+                    f"{task}: the {layout.name} layout rewrites each support caption around its name, and the name "
+                    f"cannot be read from {captions[0]!r}; use --layout paper."
+                )
+            captions = [binding_support_text(n, layout) for n in names]
+        support = [Segment(c, image, joiner=layout.joiner) for c, image in zip(captions, row["support_images"])]
         question = row["question"].strip()
         # Naming tasks ask "What is this?" (or nothing): the paper's query ends in "This is a" for the name.
-        query_text = f"Q: {question} A:" if is_vqa else OPEN_ENDED_QUERY
+        query_text = layout.fast_vqa_query.format(question=question) if is_vqa else layout.binding_query
         candidates = list(dict.fromkeys(names)) if not is_vqa and all(names) else None
         prompts += build_prompts(
-            support, [Segment(query_text, row["question_image"])], preamble=preamble, repeats=s.repeats,
+            support, [Segment(query_text, row["question_image"], joiner=layout.joiner)], preamble=preamble, repeats=s.repeats,
             targets=[row["answer"]], candidates=candidates,
         )
         references.append([row["answer"]] if is_vqa else row["answer"])

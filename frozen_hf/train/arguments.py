@@ -169,7 +169,7 @@ class FrozenDataArguments:
     )
     shapes_min_objects: int = field(default=1, metadata={"help": "Shapes: fewest objects per scene."})
     shapes_max_objects: int | None = field(default=None, metadata={"help": "Shapes: most objects per scene."})
-    shapes_caption_style: str = field(default="varied", metadata={"help": "Shapes: 'varied' or 'canonical'."})
+    shapes_caption_style: str = field(default="varied", metadata={"help": "Shapes: 'varied', 'canonical' or 'shape_first'."})
     shapes_vqa_fraction: float = field(
         default=0.0,
         metadata={
@@ -183,9 +183,11 @@ class FrozenDataArguments:
             self.eval_split = None
         if self.max_length == 0:
             self.max_length = None
-        if self.shapes_caption_style not in ("varied", "canonical"):
+        from ..data.shapes import CAPTION_STYLES
+
+        if self.shapes_caption_style not in CAPTION_STYLES:
             raise TrainingConfigError(
-                f"shapes_caption_style must be 'varied' or 'canonical', got {self.shapes_caption_style!r}."
+                f"shapes_caption_style must be one of {', '.join(CAPTION_STYLES)}, got {self.shapes_caption_style!r}."
             )
         if not 0.0 <= self.shapes_vqa_fraction <= 1.0:
             raise TrainingConfigError(f"shapes_vqa_fraction must be between 0 and 1, got {self.shapes_vqa_fraction}.")
