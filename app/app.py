@@ -173,7 +173,8 @@ def shapes_example(ways, seed):
 
 
 def build(initial_status: str, initial_model: str) -> gr.Blocks:
-    with gr.Blocks(title="Frozen: multimodal few-shot learning") as page:
+    # No usage analytics: the page must start the same offline (no network) as on a Space.
+    with gr.Blocks(title="Frozen: multimodal few-shot learning", analytics_enabled=False) as page:
         gr.Markdown(
             "# Frozen: a frozen language model that learns from images in its prompt\n"
             "Name a few pictures, show a new one, and the model answers with the name it just learned."
@@ -202,7 +203,8 @@ def build(initial_status: str, initial_model: str) -> gr.Blocks:
             run = gr.Button("Answer", variant="primary", elem_id="binding-run")
             answer = gr.Textbox(label="Answer", interactive=False, elem_id="binding-answer")
             status = gr.Markdown(elem_id="binding-status")
-            shown = gr.Gallery(label="The prompt's images", columns=6, height=220, elem_id="binding-gallery")
+            shown = gr.Gallery(label="The prompt's images", columns=6, height=260, fit_columns=False,
+                               elem_id="binding-gallery")
             prompt = gr.Textbox(label="Prompt", lines=4, interactive=False, elem_id="binding-prompt")
             example.click(shapes_example, [ways, seed], [support, names, query, status])
             run.click(_guarded(binding, 4), [support, names, query, task_induction, layout],
@@ -243,8 +245,8 @@ def build(initial_status: str, initial_model: str) -> gr.Blocks:
                 out = gr.Textbox(label="Answer" if task == "vqa" else "Caption", interactive=False,
                                  elem_id=f"{task}-answer")
                 task_status = gr.Markdown(elem_id=f"{task}-status")
-                retrieved = gr.Gallery(label="Retrieved examples, in prompt order (nearest last)", columns=4,
-                                       height=220, elem_id=f"{task}-retrieved")
+                retrieved = gr.Gallery(label="Retrieved examples, in prompt order (nearest last)", height=300,
+                                       columns=MAX_RETRIEVED, fit_columns=False, elem_id=f"{task}-retrieved")
                 task_prompt = gr.Textbox(label="Prompt", lines=4, interactive=False, elem_id=f"{task}-prompt")
                 go.click(_guarded(vqa if task == "vqa" else caption, 4), inputs,
                          [out, retrieved, task_prompt, task_status])
