@@ -46,6 +46,8 @@ __all__ = [
     "random_shot_rows",
     "shot_rows",
     "SHOT_SELECTIONS",
+    "SHOT_SELECTION_TASKS",
+    "shapes_task_with_shots",
 ]
 
 INDEX_NAME = "images"
@@ -452,3 +454,50 @@ def _with_metadata(prompt: Prompt, extra: dict[str, Any]) -> Prompt:
     from dataclasses import replace
 
     return replace(prompt, metadata={**prompt.metadata, **extra})
+
+
+# --------------------------------------------------------------------------- evaluation tasks
+
+SHOT_SELECTION_TASKS = ("shapes_vqa", "shapes_captions")
+
+
+def shapes_task_with_shots(task: str, settings, model, processor, *, selection: str = "retrieved",
+                           index_dir: str | os.PathLike | None = None):
+    """A Shapes VQA or captioning task (``frozen_hf.eval.tasks.TaskData``) whose ``settings.shots`` shots per query
+    are chosen by `selection` from the Shapes ``train`` pool, so that ``random`` and ``retrieved`` rows of the
+    same k differ only in which shots they show. The queries, references and scoring are the task's own
+    (``build_task``); the setting label reads e.g. ``"4-shot retrieved"``. The index is built with the model's
+    own vision encoder and stored in `index_dir` (default: the frozen-hf cache), reused while current."""
+    from dataclasses import replace
+
+    from frozen_hf.bundled import frozen_hf_cache_dir
+    from frozen_hf.data.shapes import load_shapes
+    from frozen_hf.eval.tasks import ProtocolError, build_task
+
+    if task not in SHOT_SELECTION_TASKS:
+        raise ProtocolError(f"--shot-selection applies to {', '.join(SHOT_SELECTION_TASKS)}, not {task}.")
+    if selection not in SHOT_SELECTIONS:
+        raise ProtocolError(f"Unknown shot selection {selection!r}; choose from {', '.join(SHOT_SELECTIONS)}.")
+    k = settings.shots
+    if k < 1:
+        raise ProtocolError("--shot-selection needs --shots >= 1 (the number of examples before each query).")
+    # The task's queries and references, as the 0-shot task builds them.
+    data = build_task(task, replace(settings, shots=0))
+    size = settings.image_size or 64
+    kind = "vqa" if task == "shapes_vqa" else "captions"
+    # The same pool size as the task's own random shots use.
+    pool_rows = max(200, 4 * k)
+    pool = load_shapes(kind, "train", num_samples=pool_rows, image_size=size, seed=settings.seed)
+    if index_dir is None:
+        index_dir = frozen_hf_cache_dir() / "retrieval" / f"shapes-{kind}-{pool_rows}-{size}px-seed{settings.seed}"
+    index = RetrievalIndex.build(pool, frozen_image_encoder(model, processor), index_dir=index_dir)
+    queries = [p.suffix_images[0] for p in data.prompts]
+    descriptions = [p.suffix_descriptions[0] for p in data.prompts]
+    common = dict(selection=selection, description_column="description", query_descriptions=descriptions,
+                  seed=settings.seed)
+    if kind == "vqa":
+        rows = load_shapes("vqa", settings.split, num_samples=settings.num_episodes, image_size=size, seed=settings.seed)
+        prompts = retrieved_vqa_prompts(index, queries, list(rows["question"]), k, layout=settings.layout, **common)
+    else:
+        prompts = retrieved_caption_prompts(index, queries, k, **common)
+    return replace(data, prompts=prompts, settings=settings, setting_label=f"{k}-shot {selection}")

@@ -10,6 +10,7 @@ import torch
 from datasets import Dataset, Features, Image as ImageFeature, Value, load_from_disk
 from PIL import Image
 
+from frozen_hf.data.shapes import load_shapes
 from frozen_hf.eval.prompting import IMAGE_MARKER
 from frozen_hf.modeling_frozen import pool_vision_output
 from frozen_hf.retrieval import (
@@ -19,6 +20,7 @@ from frozen_hf.retrieval import (
     pretrained_image_encoder,
     retrieved_caption_prompts,
     retrieved_vqa_prompts,
+    shapes_task_with_shots,
 )
 from tests.helpers.tiny import random_images, tiny_model, tiny_processor, tiny_vision_config
 
@@ -207,3 +209,35 @@ def test_random_shots_are_reproducible_and_distinct(tmp_path):
     assert rows == [[r["row"] for r in p.metadata["retrieved"]] for p in again]
     assert all(len(set(r)) == 3 for r in rows) and len({tuple(r) for r in rows}) > 1
     assert all(r["score"] is None for p in first for r in p.metadata["retrieved"])
+
+
+@pytest.mark.parametrize("task", ["shapes_vqa", "shapes_captions"])
+def test_evaluation_task_with_random_or_retrieved_shots(task, tmp_path):
+    from frozen_hf.eval.suites import evaluate_task
+    from frozen_hf.eval.tasks import ProtocolError, TaskSettings, build_task
+
+    processor = tiny_processor()
+    model = tiny_model(processor)
+    settings = TaskSettings(shots=2, num_episodes=3, image_size=32, layout="compact")
+    plain = build_task(task, TaskSettings(num_episodes=3, image_size=32, layout="compact"))
+    retrieved = shapes_task_with_shots(task, settings, model, processor, selection="retrieved", index_dir=tmp_path)
+    random = shapes_task_with_shots(task, settings, model, processor, selection="random", index_dir=tmp_path)
+    assert retrieved.setting_label == "2-shot retrieved" and random.setting_label == "2-shot random"
+    index = RetrievalIndex.build(load_shapes("vqa" if task == "shapes_vqa" else "captions", "train", num_samples=200,
+                                             image_size=32), frozen_image_encoder(model, processor), index_dir=tmp_path)
+    assert index.status == "loaded"
+    for data in (retrieved, random):
+        # Same queries and references as the task without shots; each query now follows its 2 shots.
+        assert data.references == plain.references and len(data.prompts) == len(plain.prompts)
+        for prompt, query in zip(data.prompts, plain.prompts):
+            assert prompt.text.endswith(query.text) and prompt.text.count(IMAGE_MARKER) == len(prompt.images) == 3
+            assert prompt.images[-1].tobytes() == query.images[0].tobytes()
+    queries = [p.images[0] for p in plain.prompts]
+    nearest = [[i for i, _ in reversed(hits)] for hits in index.search(queries, 2)]
+    assert [[r["row"] for r in p.metadata["retrieved"]] for p in retrieved.prompts] == nearest
+    record = evaluate_task(model, processor, retrieved)
+    assert record.setting == "2-shot retrieved" and record.n == 3 and record.shots == 2
+    with pytest.raises(ProtocolError, match="--shots >= 1"):
+        shapes_task_with_shots(task, TaskSettings(num_episodes=2), model, processor)
+    with pytest.raises(ProtocolError, match="applies to"):
+        shapes_task_with_shots("shapes_open_ended", settings, model, processor)
