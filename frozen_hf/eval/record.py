@@ -55,8 +55,11 @@ def wilson_interval(successes: float, n: int, z: float = _Z95) -> tuple[float, f
     denominator = 1 + z2 / n
     center = (p + z2 / (2 * n)) / denominator
     half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denominator
-    # At p = 0 or 1 the bound is exactly 0 or 1; rounding must not move it past.
-    return max(0.0, center - half), min(1.0, center + half)
+    # At p = 0 or 1 the bound is exactly 0 or 1; rounding must not move it past (center - half is 5.6e-17 at p = 0,
+    # which put the interval above the point and made error bars negative).
+    low = 0.0 if successes == 0 else max(0.0, center - half)
+    high = 1.0 if successes == n else min(1.0, center + half)
+    return low, high
 
 
 @dataclass

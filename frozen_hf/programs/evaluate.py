@@ -49,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
                          help="images replaced by their true description, Shapes only (= --variant text_oracle)")
     p.add_argument("--layout", default=None, help="prompt layout of the few-shot tasks (default: the paper's)")
     p.add_argument("--shots", type=int, default=0, help="VQA: examples before the query")
+    p.add_argument("--shot-selection", choices=("random", "retrieved"), default=None,
+                   help="shapes_vqa / shapes_captions with --shots: the shots drawn at random or the most similar "
+                        "train images (frozen_hf.retrieval), from one pool; the report labels the rows '<k>-shot random' "
+                        "/ '<k>-shot retrieved'")
     p.add_argument("--ways", type=int, default=2)
     p.add_argument("--inner-shots", type=int, default=1)
     p.add_argument("--repeats", type=int, default=1)
@@ -95,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ProtocolError(f"Unknown task {args.task!r}. Choose one of: {', '.join(TASKS)}.")
         if args.suite is not None and args.suite not in SUITES:
             raise ProtocolError(f"Unknown suite {args.suite!r}; choose from {', '.join(SUITES)}.")
+        if args.suite is not None and args.shot_selection is not None:
+            raise ProtocolError("--shot-selection applies to one --task (shapes_vqa or shapes_captions), not a suite.")
 
         # 2. load the model
         model, processor = load_frozen(args.model, device=args.device, dtype=args.dtype)
@@ -109,8 +115,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                       variants=args.variants.split(",") if args.variants else None)
             print(f"suite {args.suite}: {time.perf_counter() - start:.0f}s; report: {Path(output) / 'report.md'}")
             return 0
+        if args.shot_selection is None:
+            data = build_task(args.task, settings)
+        else:
+            from frozen_hf.retrieval import shapes_task_with_shots
+
+            data = shapes_task_with_shots(args.task, settings, model, processor, selection=args.shot_selection)
         record = evaluate_task(
-            model, processor, build_task(args.task, settings), args.variant or "frozen",
+            model, processor, data, args.variant or "frozen",
             closed_ended=args.closed_ended, batch_size=args.batch_size, reuse_prefix_cache=not args.no_kv_reuse,
             label=args.label, model_name=args.model,
         )

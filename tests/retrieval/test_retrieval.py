@@ -241,3 +241,22 @@ def test_evaluation_task_with_random_or_retrieved_shots(task, tmp_path):
         shapes_task_with_shots(task, TaskSettings(num_episodes=2), model, processor)
     with pytest.raises(ProtocolError, match="applies to"):
         shapes_task_with_shots("shapes_open_ended", settings, model, processor)
+
+
+def test_evaluation_program_shot_selection(tmp_path, monkeypatch, capsys):
+    from frozen_hf.eval.record import load_records
+    from frozen_hf.programs.evaluate import main
+
+    monkeypatch.setenv("FROZEN_HF_CACHE", str(tmp_path / "cache"))
+    processor = tiny_processor()
+    tiny_model(processor).save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    base = ["--model", str(tmp_path / "model"), "--task", "shapes_vqa", "--shots", "2", "--num-episodes", "3",
+            "--output", str(tmp_path / "eval")]
+    for selection in ("random", "retrieved"):
+        assert main(base + ["--shot-selection", selection]) == 0
+    assert sorted(r.setting for r in load_records(tmp_path / "eval")) == ["2-shot random", "2-shot retrieved"]
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "2-shot random" in report and "2-shot retrieved" in report
+    assert main(base[:4] + ["--task", "shapes_open_ended", "--shot-selection", "retrieved"]) == 2
+    assert "applies to" in capsys.readouterr().err
