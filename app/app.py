@@ -127,12 +127,17 @@ def _shown(rows, text_of):
     return [(row["image"], f"{text_of(row)} (similarity {row['score']:.3f})") for row in rows]
 
 
+def _support_index(task: str, k, progress):
+    """The task's retrieval index when examples are asked for (built on first use), else None."""
+    if int(k) <= 0:
+        return None
+    progress(0.1, desc="Indexing the support set (first use only)")
+    return SESSION.index(task)
+
+
 def vqa(image, question, k, layout, progress=None):
     model, processor = SESSION.require()
-    index = None
-    if int(k) > 0:
-        progress(0.1, desc="Indexing the support set (first use only)")
-        index = SESSION.index("vqa")
+    index = _support_index("vqa", k, progress)
     progress(0.5, desc="Answering")
     answer, prompt, rows = lib.answer_vqa(model, processor, _single(image), question, index=index, k=int(k),
                                           layout=layout)
@@ -141,10 +146,7 @@ def vqa(image, question, k, layout, progress=None):
 
 def caption(image, k, progress=None):
     model, processor = SESSION.require()
-    index = None
-    if int(k) > 0:
-        progress(0.1, desc="Indexing the support set (first use only)")
-        index = SESSION.index("captions")
+    index = _support_index("captions", k, progress)
     progress(0.5, desc="Captioning")
     text, prompt, rows = lib.caption_image(model, processor, _single(image), index=index, k=int(k))
     return text, _shown(rows, lambda r: r["caption"]), prompt.text

@@ -378,6 +378,14 @@ def _retrieved_metadata(rows: list[tuple[int, float | None]], selection: str) ->
     return {"shot_selection": selection, "retrieved": [{"row": i, "score": s} for i, s in rows]}
 
 
+def _with_columns(dataset, *columns: str):
+    """`dataset`, once it is known to have every one of `columns`."""
+    for column in columns:
+        if column not in dataset.column_names:
+            raise ValueError(f"The support data set has no column {column!r}; columns: {', '.join(dataset.column_names)}.")
+    return dataset
+
+
 def _column(row: dict[str, Any], name: str | None) -> Any:
     return None if name is None else row.get(name)
 
@@ -402,10 +410,7 @@ def retrieved_vqa_prompts(
     its shots."""
     if len(query_images) != len(questions):
         raise ValueError(f"Got {len(query_images)} query images but {len(questions)} questions.")
-    dataset = index.dataset
-    for column in (question_column, answer_column):
-        if column not in dataset.column_names:
-            raise ValueError(f"The support data set has no column {column!r}; columns: {', '.join(dataset.column_names)}.")
+    dataset = _with_columns(index.dataset, question_column, answer_column)
     prompts: list[Prompt] = []
     for q, rows in enumerate(shot_rows(selection, index, query_images, k, seed=seed)):
         examples = [dataset[i] for i, _ in rows]
@@ -435,9 +440,7 @@ def retrieved_caption_prompts(
 ) -> list[Prompt]:
     """Captioning prompts with `k` captioned shots (``<image> caption`` each, then ``<image>`` + `text` for the
     query), the shots chosen from the index's data set by `selection`."""
-    dataset = index.dataset
-    if caption_column not in dataset.column_names:
-        raise ValueError(f"The support data set has no column {caption_column!r}; columns: {', '.join(dataset.column_names)}.")
+    dataset = _with_columns(index.dataset, caption_column)
     prompts: list[Prompt] = []
     for q, rows in enumerate(shot_rows(selection, index, query_images, k, seed=seed)):
         examples = [dataset[i] for i, _ in rows]
