@@ -8,8 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=.venv-vllm
-CHECK='import importlib.util as u, vllm, transformers.pipelines, frozen_hf, pytest, PIL
-assert not any(u.find_spec(m) for m in ("torchvision", "torchaudio", "torchcodec"))'
+# The environment is ready when vLLM and transformers' pipelines import, frozen-hf is installed (importing it is what
+# the tests check) and none of the three is back.
+CHECK='import importlib.util as u, vllm, transformers.pipelines, pytest, PIL
+assert u.find_spec("frozen_hf") and not any(u.find_spec(m) for m in ("torchvision", "torchaudio", "torchcodec"))'
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "$CHECK" 2>/dev/null; then
   exit 0
 fi
