@@ -9,25 +9,50 @@ import torch
 from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache
-from transformers.modeling_outputs import (
-    BaseModelOutputWithPooling,
-    MultimodalBaseModelOutputWithPast,
-    MultimodalCausalLMOutputWithPast,
-)
+from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, CausalLMOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
+from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.generic import can_return_tuple
 
 from .configuration_frozen import FrozenConfig
 from .loading_frozen import FrozenLoadingMixin
 
 
-@dataclass
-class FrozenModelOutputWithPast(MultimodalBaseModelOutputWithPast):
-    """Output of [`FrozenModel`]: the language model's output plus `image_outputs` (the visual prefixes)."""
+# transformers 5.24 renamed the cache argument and output field from `past_key_values` to `cache`; the family speaks
+# whichever name the installed release uses, so that `generate()` of every supported release finds its cache.
+CACHE_NAME = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def accepts_legacy_cache_name(forward):
+    """Takes the cache under both names: under `cache` releases the old name is deprecated (as in native models),
+    before them it is the name `generate()` passes."""
+    if CACHE_NAME == "cache":
+        return deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")(forward)
+
+    @functools.wraps(forward)
+    def wrapper(self, *args, **kwargs):
+        if "past_key_values" in kwargs:
+            kwargs["cache"] = kwargs.pop("past_key_values")
+        return forward(self, *args, **kwargs)
+
+    return wrapper
 
 
 @dataclass
-class FrozenCausalLMOutputWithPast(MultimodalCausalLMOutputWithPast):
+class FrozenModelOutputWithPast(BaseModelOutputWithPast):
+    """Output of [`FrozenModel`]: the language model's output plus `image_outputs` (`get_image_features`'s output,
+    whose `pooler_output` holds the visual prefixes)."""
+
+    image_outputs: BaseModelOutputWithPooling | None = None
+
+
+@dataclass
+class FrozenCausalLMOutputWithPast(CausalLMOutputWithPast):
     """Output of [`FrozenForConditionalGeneration`]: loss, logits, cache and `image_outputs`."""
+
+    image_outputs: BaseModelOutputWithPooling | None = None
 
 
 class FrozenVisualPrefix(nn.Module):
@@ -108,7 +133,7 @@ class FrozenPreTrainedModel(FrozenLoadingMixin, PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
-    _skip_keys_device_placement = ["cache"]
+    _skip_keys_device_placement = [CACHE_NAME]
 
     def _language_model_modules(self) -> list[nn.Module]:
         base = self.model if isinstance(self, FrozenForConditionalGeneration) else self
@@ -168,21 +193,35 @@ class FrozenModel(FrozenPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.language_model.set_input_embeddings(value)
 
-    def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
+    @can_return_tuple
+    def get_image_features(
+        self, pixel_values: torch.Tensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> tuple | BaseModelOutputWithPooling:
         """Encodes images into visual prefixes.
 
         Args:
             pixel_values (`torch.Tensor` of shape `(num_images, channels, height, width)`):
                 All images of the batch, flat, in the order of their placeholders.
+            output_hidden_states, output_attentions: passed to the vision encoder (CNN backbones return no attentions).
 
         Returns:
-            `BaseModelOutputWithPooling` whose `pooler_output` is `(num_images, visual_prefix_length, hidden_size)`.
+            `BaseModelOutputWithPooling` (a tuple with `return_dict=False`): `last_hidden_state`, `hidden_states` and
+            `attentions` are the vision encoder's; `pooler_output` is the visual prefix,
+            `(num_images, visual_prefix_length, hidden_size)`.
         """
         self._check_pixel_values(pixel_values)
-        vision_outputs = self.vision_model(pixel_values=pixel_values, return_dict=True)
+        vision_kwargs = {
+            name: kwargs[name] for name in ("output_hidden_states", "output_attentions") if kwargs.get(name) is not None
+        }
+        vision_outputs = self.vision_model(pixel_values=pixel_values, return_dict=True, **vision_kwargs)
         pooled = pool_vision_output(vision_outputs)
         prefix = self.visual_prefix(pooled.to(self.visual_prefix.linear.weight.dtype))
-        return BaseModelOutputWithPooling(last_hidden_state=prefix, pooler_output=prefix)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=vision_outputs.last_hidden_state,
+            pooler_output=prefix,
+            hidden_states=getattr(vision_outputs, "hidden_states", None),
+            attentions=getattr(vision_outputs, "attentions", None),
+        )
 
     def _check_pixel_values(self, pixel_values: torch.Tensor) -> None:
         if not isinstance(pixel_values, torch.Tensor):
@@ -198,9 +237,21 @@ class FrozenModel(FrozenPreTrainedModel):
                 "as FrozenProcessor returns them."
             )
 
-    def get_placeholder_mask(self, input_ids: torch.LongTensor, num_images: int) -> torch.BoolTensor:
-        """Boolean mask of the image placeholder positions in `input_ids`, checked against the number of images."""
-        mask = input_ids == self.config.image_token_id
+    def get_placeholder_mask(
+        self, input_ids: torch.LongTensor | None, num_images: int, inputs_embeds: torch.Tensor | None = None
+    ) -> torch.BoolTensor:
+        """Boolean mask of the image placeholder positions, checked against the number of images.
+
+        Read from `input_ids`, or, without them, from the rows of `inputs_embeds` that equal the placeholder's
+        embedding (what [`embed_tokens`] gives the placeholder id), as llava does.
+        """
+        if input_ids is None:
+            placeholder = self.embed_tokens(
+                torch.full((1,), self.config.image_token_id, dtype=torch.long, device=inputs_embeds.device)
+            )[0]
+            mask = (inputs_embeds == placeholder.to(inputs_embeds.dtype)).all(-1)
+        else:
+            mask = input_ids == self.config.image_token_id
         num_placeholders = int(mask.sum())
         n = self.config.visual_prefix_length
         if num_placeholders != num_images * n:
@@ -219,6 +270,8 @@ class FrozenModel(FrozenPreTrainedModel):
         safe_ids = input_ids.masked_fill(input_ids == self.config.image_token_id, 0)
         return self.get_input_embeddings()(safe_ids)
 
+    @can_return_tuple
+    @accepts_legacy_cache_name
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -228,8 +281,8 @@ class FrozenModel(FrozenPreTrainedModel):
         cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
-        **kwargs,
-    ) -> FrozenModelOutputWithPast:
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple | FrozenModelOutputWithPast:
         r"""
         Args:
             input_ids: token ids where each image is a run of `visual_prefix_length` placeholder tokens.
@@ -243,20 +296,16 @@ class FrozenModel(FrozenPreTrainedModel):
 
         mm_encoder_outputs = dict(mm_encoder_outputs) if mm_encoder_outputs else {}
         if mm_encoder_outputs.get("image") is None and pixel_values is not None:
-            mm_encoder_outputs["image"] = self.get_image_features(pixel_values=pixel_values)
+            mm_encoder_outputs["image"] = self.get_image_features(pixel_values=pixel_values, return_dict=True)
         image_outputs = mm_encoder_outputs.get("image")
 
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
         if image_outputs is not None:
-            if input_ids is None:
-                raise ValueError(
-                    "Images need input_ids to locate their placeholders: pass input_ids instead of inputs_embeds."
-                )
             prefix = image_outputs.pooler_output
             if isinstance(prefix, (list, tuple)):
                 prefix = torch.stack(list(prefix))
-            mask = self.get_placeholder_mask(input_ids, num_images=prefix.shape[0])
+            mask = self.get_placeholder_mask(input_ids, num_images=prefix.shape[0], inputs_embeds=inputs_embeds)
             prefix = prefix.reshape(-1, prefix.shape[-1]).to(inputs_embeds.device, inputs_embeds.dtype)
             inputs_embeds = inputs_embeds.masked_scatter(mask.unsqueeze(-1), prefix)
         elif input_ids is not None and bool((input_ids == self.config.image_token_id).any()):
@@ -269,13 +318,14 @@ class FrozenModel(FrozenPreTrainedModel):
         outputs = self.language_model(
             attention_mask=attention_mask,
             position_ids=position_ids,
-            cache=cache,
             inputs_embeds=inputs_embeds,
+            return_dict=True,
+            **{CACHE_NAME: cache},
             **kwargs,
         )
         return FrozenModelOutputWithPast(
             last_hidden_state=outputs.last_hidden_state,
-            cache=outputs.cache,
+            **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_outputs=image_outputs,
@@ -297,6 +347,10 @@ class FrozenForConditionalGeneration(FrozenPreTrainedModel, GenerationMixin):
     >>> ids = model.generate(**batch, max_new_tokens=5)
     ```
     """
+
+    # The language model brings its own plan for its layers (under `model.language_model`); the head is ours to shard,
+    # gathered so that logits come out whole, as in native causal LMs.
+    _tp_plan = {"lm_head": "colwise_gather_output"}
 
     def __init__(self, config: FrozenConfig):
         super().__init__(config)
@@ -329,10 +383,41 @@ class FrozenForConditionalGeneration(FrozenPreTrainedModel, GenerationMixin):
     def vision_model(self) -> nn.Module:
         return self.model.vision_model
 
-    def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
+    def get_image_features(
+        self, pixel_values: torch.Tensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> tuple | BaseModelOutputWithPooling:
         """See [`FrozenModel.get_image_features`]."""
         return self.model.get_image_features(pixel_values=pixel_values, **kwargs)
 
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        next_sequence_length: int | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        is_first_iteration: bool | None = False,
+        **kwargs,
+    ):
+        """transformers' own preparation, except that a call whose cache is still empty counts as the prefill.
+
+        transformers starts an assistant model's generation with `is_first_iteration=False`, which drops the images
+        (`pixel_values`, `mm_encoder_outputs`) from its prefill: with assisted decoding, a Frozen assistant would then
+        read image placeholders without images.
+        """
+        cache = kwargs.get(CACHE_NAME)
+        if not is_first_iteration and (cache is None or cache.get_seq_length() == 0):
+            is_first_iteration = True
+        return super().prepare_inputs_for_generation(
+            input_ids,
+            next_sequence_length=next_sequence_length,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            is_first_iteration=is_first_iteration,
+            **kwargs,
+        )
+
+    @can_return_tuple
+    @accepts_legacy_cache_name
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -345,8 +430,8 @@ class FrozenForConditionalGeneration(FrozenPreTrainedModel, GenerationMixin):
         logits_to_keep: int | torch.Tensor = 0,
         mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         return_logits: bool = True,
-        **kwargs,
-    ) -> FrozenCausalLMOutputWithPast:
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple | FrozenCausalLMOutputWithPast:
         r"""
         Args:
             labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
@@ -365,6 +450,7 @@ class FrozenForConditionalGeneration(FrozenPreTrainedModel, GenerationMixin):
             cache=cache,
             inputs_embeds=inputs_embeds,
             mm_encoder_outputs=mm_encoder_outputs,
+            return_dict=True,
             **{k: v for k, v in kwargs.items() if k != "num_items_in_batch"},
         )
         if labels is not None:
@@ -388,7 +474,7 @@ class FrozenForConditionalGeneration(FrozenPreTrainedModel, GenerationMixin):
         return FrozenCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            cache=outputs.cache,
+            **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_outputs=outputs.image_outputs,

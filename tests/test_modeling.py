@@ -354,3 +354,104 @@ def test_config_round_trip_keeps_sub_configs(processor, tmp_path):
     assert loaded.to_dict() == config.to_dict()
     assert loaded.vision_config.model_type == "convnext" and loaded.text_config.model_type == "gpt2"
     assert copy.deepcopy(loaded).visual_prefix_length == 4
+
+
+# The conventions native transformers models meet, each checked the way a user's call meets it.
+
+
+def test_output_loading_info_returns_model_and_info(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    reloaded, info = FrozenForConditionalGeneration.from_pretrained(tmp_path, output_loading_info=True)
+    assert isinstance(reloaded, FrozenForConditionalGeneration)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert not any(p.requires_grad for p in reloaded.model.language_model.parameters())
+
+
+@pytest.mark.parametrize("model_class", [FrozenModel, FrozenForConditionalGeneration])
+def test_return_dict_false_gives_the_same_tensors_as_a_tuple(processor, model_class):
+    batch = few_shot_batch(processor)
+    model = model_class(tiny_config(processor)).eval()
+    with torch.no_grad():
+        as_dict = model(**batch)
+        as_tuple = model(**batch, return_dict=False)
+        model.config.return_dict = False
+        from_config = model(**batch)
+    first = as_dict.logits if model_class is FrozenForConditionalGeneration else as_dict.last_hidden_state
+    for output in (as_tuple, from_config):
+        assert isinstance(output, tuple)
+        torch.testing.assert_close(output[0], first, rtol=0, atol=0)
+
+
+def test_cache_under_its_older_name_continues_decoding(processor, model):
+    batch = few_shot_batch(processor)
+    with torch.no_grad():
+        prefill = model(**batch, use_cache=True)
+        next_token = prefill.logits[:, -1:].argmax(-1)
+        mask = torch.cat([batch["attention_mask"], torch.ones_like(next_token)], dim=1)
+        cache = getattr(prefill, "cache", None) or prefill.past_key_values
+        step = model(input_ids=next_token, attention_mask=mask, past_key_values=cache)
+        full = model(
+            input_ids=torch.cat([batch["input_ids"], next_token], dim=1),
+            pixel_values=batch["pixel_values"],
+            attention_mask=mask,
+        )
+    torch.testing.assert_close(step.logits[:, -1], full.logits[:, -1], rtol=1e-4, atol=1e-5)
+
+
+def test_inputs_embeds_with_images_in_forward_and_generate(processor, model):
+    batch = few_shot_batch(processor)
+    inputs_embeds = model.model.embed_tokens(batch["input_ids"])
+    with torch.no_grad():
+        from_ids = model(**batch).logits
+        from_embeds = model(
+            inputs_embeds=inputs_embeds, pixel_values=batch["pixel_values"], attention_mask=batch["attention_mask"]
+        ).logits
+    torch.testing.assert_close(from_embeds, from_ids)
+    generated_from_ids = model.generate(**batch, max_new_tokens=5, do_sample=False)
+    generated_from_embeds = model.generate(
+        inputs_embeds=inputs_embeds,
+        pixel_values=batch["pixel_values"],
+        attention_mask=batch["attention_mask"],
+        max_new_tokens=5,
+        do_sample=False,
+    )
+    # With inputs_embeds, generate returns only the new tokens.
+    assert torch.equal(generated_from_embeds, generated_from_ids[:, batch["input_ids"].shape[1]:])
+
+
+def test_assisted_decoding_with_images_equals_greedy(processor, model):
+    # transformers' assisted decoding takes one sample at a time.
+    batch = processor(
+        text=["<image> this is a dax . <image> this is a"], images=[random_images(2)], return_tensors="pt"
+    )
+    # A different random model, so that the main model must reject some of the assistant's tokens.
+    assistant = tiny_model(processor, seed=1)
+    greedy = model.generate(**batch, max_new_tokens=6, do_sample=False)
+    assisted = model.generate(**batch, max_new_tokens=6, do_sample=False, assistant_model=assistant)
+    assert torch.equal(assisted, greedy)
+
+
+def test_image_features_follow_the_output_conventions(processor):
+    pixel_values = few_shot_batch(processor)["pixel_values"]
+    config = tiny_config(processor, vision="vit")
+    config.vision_config._attn_implementation = "eager"  # sdpa returns no attention weights
+    model = FrozenModel(config).eval()
+    with torch.no_grad():
+        vision = model.vision_model(pixel_values=pixel_values, output_hidden_states=True, output_attentions=True)
+        features = model.get_image_features(pixel_values, output_hidden_states=True, output_attentions=True)
+        as_tuple = model.get_image_features(pixel_values, return_dict=False)
+    torch.testing.assert_close(features.last_hidden_state, vision.last_hidden_state)
+    assert features.pooler_output.shape == (3, model.config.visual_prefix_length, model.config.text_config.hidden_size)
+    assert len(features.hidden_states) == len(vision.hidden_states)
+    assert len(features.attentions) == model.config.vision_config.num_hidden_layers
+    assert isinstance(as_tuple, tuple)
+    torch.testing.assert_close(as_tuple[0], vision.last_hidden_state)
+    torch.testing.assert_close(as_tuple[1], features.pooler_output)
+
+
+def test_tensor_parallel_plan_covers_the_head(model):
+    assert FrozenForConditionalGeneration._tp_plan == {"lm_head": "colwise_gather_output"}
+    # Beside the language model's own entries, under its place in the Frozen model.
+    plan = model.tp_plan if hasattr(model, "tp_plan") else model._tp_plan
+    assert "lm_head" in plan
+    assert any(key.startswith("model.language_model.") for key in plan)
