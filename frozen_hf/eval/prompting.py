@@ -528,6 +528,9 @@ def _describe_markers(text: str, words: Sequence[str | None], template: str) -> 
                 "them)."
             )
         described = template.format(description=description.strip())
+        if piece[:1] in (":", ",", ";"):
+            # The compact layout's "<image>: dax" reads "a red star: dax", not "a red star.: dax".
+            described = described.rstrip(".")
         # A marker alone in its segment (captioning) leaves nothing after it; don't add a dangling space.
         out.append(described + piece if piece else described)
     return "".join(out)

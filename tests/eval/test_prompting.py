@@ -182,3 +182,27 @@ def test_bad_inputs():
         open_ended_prompts(images[:2], ["a", "b"], images[2:], support_descriptions=["x"])
     with pytest.raises(ValueError, match="at least one query"):
         build_prompts([], [])
+
+
+def test_compact_layout_and_both_oracle_strengths():
+    images = coloured(3)
+    prompts = open_ended_prompts(
+        images[:2], ["dax", "blicket"], images[2:], task_induction=True, layout="compact",
+        support_descriptions=["a red star on the left.", "a blue heart at the top."],
+        query_descriptions=["a green star in the center."],
+        support_categories=["a star", "a heart"], query_categories=["a star"], targets=["dax"],
+    )
+    assert prompts[0].text == "Answer with dax or blicket.\n<image>: dax\n<image>: blicket\n<image>:"
+    assert prompts[0].images == images
+    full = to_text_oracle(prompts)[0]
+    assert full.text == (
+        "Answer with dax or blicket.\na red star on the left: dax\na blue heart at the top: blicket\n"
+        "a green star in the center:"
+    )
+    category = to_text_oracle(prompts, strength="category")[0]
+    assert category.text == "Answer with dax or blicket.\na star: dax\na heart: blicket\na star:"
+    assert full.images == [] and category.images == []
+    with pytest.raises(ValueError, match="Unknown text oracle strength"):
+        to_text_oracle(prompts, strength="partial")
+    with pytest.raises(ValueError, match="Unknown prompt layout 'tight'"):
+        open_ended_prompts(images[:1], ["dax"], images[1:], layout="tight")
