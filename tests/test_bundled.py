@@ -159,14 +159,17 @@ def test_cache_dir_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 # and can hang half-way (to be killed) once it has written something.
 FAKE_CONVERTER = textwrap.dedent(
     """
-    import dataclasses, importlib.util, os, sys, time
+    import dataclasses, importlib.util, os, sys, time, types
     from pathlib import Path
 
-    # Load the module by path: it needs nothing else from the package, and skipping the package's
-    # torch/transformers imports keeps these subprocesses quick.
-    module_spec = importlib.util.spec_from_file_location("fake_bundled", os.environ["BUNDLED_PY"])
+    # Load the module by path under a bare stand-in of its package: it needs only the package's io helper,
+    # and skipping the package's torch/transformers imports keeps these subprocesses quick.
+    package = types.ModuleType("fake_package")
+    package.__path__ = [str(Path(os.environ["BUNDLED_PY"]).parent)]
+    sys.modules["fake_package"] = package
+    module_spec = importlib.util.spec_from_file_location("fake_package.bundled", os.environ["BUNDLED_PY"])
     bundled = importlib.util.module_from_spec(module_spec)
-    sys.modules["fake_bundled"] = bundled
+    sys.modules["fake_package.bundled"] = bundled
     module_spec.loader.exec_module(bundled)
 
     log, hang = Path(os.environ["FAKE_LOG"]), os.environ.get("FAKE_HANG") == "1"
