@@ -143,6 +143,10 @@ class FrozenCaptionCollator:
             for no limit.
         train_blind: replace every image by a black one (the paper's "train-blind" baseline);
             images are then not decoded at all.
+        images_per_sequence: pack this many consecutive rows of a batch into one interleaved sequence,
+            ``<image> caption 1\n<image> caption 2 ...`` (the last sequence of a batch may hold fewer). Caption
+            training with one image per sequence always shows the image at position 0, right after nothing; a few-shot
+            prompt shows images after text and after other images, which the frozen LM then reads differently.
     """
 
     processor: Any
@@ -152,6 +156,7 @@ class FrozenCaptionCollator:
     append_eos: bool = True
     max_length: int | None = None
     train_blind: bool = False
+    images_per_sequence: int = 1
     _warned: set = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -161,6 +166,8 @@ class FrozenCaptionCollator:
                 f"caption_template must hold exactly one {image_token} and one {{caption}}, got "
                 f"{self.caption_template!r}."
             )
+        if not isinstance(self.images_per_sequence, int) or self.images_per_sequence < 1:
+            raise ValueError(f"images_per_sequence must be an int >= 1, got {self.images_per_sequence!r}.")
 
     @property
     def blank_image(self) -> Image.Image:
@@ -205,12 +212,16 @@ class FrozenCaptionCollator:
     def _encode(self, images: list[Image.Image], captions: list[str]) -> dict[str, torch.Tensor]:
         tokenizer = self.processor.tokenizer
         eos = tokenizer.eos_token if self.append_eos and tokenizer.eos_token else ""
-        texts = [self.caption_template.format(caption=caption) + eos for caption in captions]
+        k = self.images_per_sequence
+        texts = [
+            "\n".join(self.caption_template.format(caption=caption) for caption in captions[i : i + k]) + eos
+            for i in range(0, len(captions), k)
+        ]
         kwargs: dict[str, Any] = {"padding": True, "return_tensors": "pt"}
         if self.max_length is not None:
             kwargs.update(truncation=True, max_length=self.max_length)
         with _tokenizer_state_kept(tokenizer):
-            batch = dict(self.processor(text=texts, images=[[image] for image in images], **kwargs))
+            batch = dict(self.processor(text=texts, images=[images[i : i + k] for i in range(0, len(images), k)], **kwargs))
         batch["labels"] = self.processor.create_labels(batch["input_ids"], batch["attention_mask"])
         return batch
 

@@ -123,6 +123,17 @@ LAYOUTS: dict[str, PromptLayout] = {
         vqa_shot=" Question: {question} Answer in one word.\nAnswer: {answer}",
         vqa_query=" Question: {question} Answer in one word.\nAnswer:",
     ),
+    # Nothing between an image and its name: the name stands where caption training put the image's first word,
+    # and the query ends on its image, as a caption prompt does.
+    "adjacent": PromptLayout(
+        name="adjacent",
+        joiner=" ",
+        binding_support="{name}",
+        binding_query="",
+        fast_vqa_query="Question: {question} Answer in one word.\nAnswer:",
+        vqa_shot="Question: {question} Answer in one word.\nAnswer: {answer}",
+        vqa_query="Question: {question} Answer in one word.\nAnswer:",
+    ),
 }
 
 

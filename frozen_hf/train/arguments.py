@@ -161,6 +161,14 @@ class FrozenDataArguments:
     train_blind: bool = field(
         default=False, metadata={"help": "Black out every training image (the paper's train-blind baseline)."}
     )
+    images_per_sequence: int = field(
+        default=1,
+        metadata={
+            "help": "Pack this many image-caption rows into one interleaved training sequence ('<image> caption' "
+            "lines), so that the encoder learns to speak to the LM after text and other images, as in a few-shot "
+            "prompt. max_length applies to the packed sequence."
+        },
+    )
     shapes_num_train: int = field(default=10_000, metadata={"help": "Shapes: training scenes."})
     shapes_num_eval: int = field(default=500, metadata={"help": "Shapes: validation scenes."})
     shapes_seed: int = field(default=0, metadata={"help": "Shapes: world seed."})
@@ -189,6 +197,8 @@ class FrozenDataArguments:
             raise TrainingConfigError(
                 f"shapes_caption_style must be one of {', '.join(CAPTION_STYLES)}, got {self.shapes_caption_style!r}."
             )
+        if self.images_per_sequence < 1:
+            raise TrainingConfigError(f"images_per_sequence must be >= 1, got {self.images_per_sequence}.")
         if not 0.0 <= self.shapes_vqa_fraction <= 1.0:
             raise TrainingConfigError(f"shapes_vqa_fraction must be between 0 and 1, got {self.shapes_vqa_fraction}.")
 

@@ -64,6 +64,7 @@ def make_trainer(
         append_eos=data_args.append_eos,
         max_length=data_args.max_length,
         train_blind=data_args.train_blind,
+        images_per_sequence=data_args.images_per_sequence,
     )
     callbacks = list(callbacks)
     if training_args.early_stopping_patience is not None:

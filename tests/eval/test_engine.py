@@ -8,7 +8,7 @@ from PIL import Image
 
 from frozen_hf.eval.engine import EngineStats, generate_answers
 from frozen_hf.eval.scoring import rank_candidates, score_candidates
-from frozen_hf.eval.prompting import Prompt, PromptPrefix, open_ended_prompts, to_blind, to_text_oracle, vqa_prompts
+from frozen_hf.eval.prompting import LAYOUTS, Prompt, PromptPrefix, fast_vqa_prompts, open_ended_prompts, to_blind, to_text_oracle, vqa_prompts
 from frozen_hf import FrozenConfig, FrozenForConditionalGeneration
 from tests.helpers.tiny import tiny_model, tiny_processor, tiny_text_config, tiny_vision_config
 
@@ -42,17 +42,18 @@ def sensitize(model, seed: int):
     return model
 
 
-def episodes() -> list[Prompt]:
+def episodes(layout: str = "paper") -> list[Prompt]:
     prompts: list[Prompt] = []
     for e in range(3):
         support = IMAGES[e : e + 4]
         queries = [IMAGES[(e + 5 + q) % len(IMAGES)] for q in range(3 + e)]  # groups of 3, 4, 5 queries
         prompts += open_ended_prompts(
-            support, ["dax", "blicket", "wug", "dax"], queries, task_induction=e % 2 == 0, repeats=1 + e % 2
+            support, ["dax", "blicket", "wug", "dax"], queries, task_induction=e % 2 == 0, repeats=1 + e % 2,
+            layout=layout,
         )
     # Prompts without a shared prefix (0-shot VQA) and a single-query episode go through the plain path.
-    prompts += vqa_prompts(IMAGES[:2], ["what colour", "what shape is there ?"])
-    prompts += open_ended_prompts(IMAGES[3:5], ["zup", "dax"], IMAGES[6:7])
+    prompts += vqa_prompts(IMAGES[:2], ["what colour", "what shape is there ?"], layout=layout)
+    prompts += open_ended_prompts(IMAGES[3:5], ["zup", "dax"], IMAGES[6:7], layout=layout)
     return prompts
 
 
@@ -67,6 +68,20 @@ def test_prefix_reuse_gives_the_plain_answers(processor, seed, batch_size):
     assert reused == plain
     assert stats.prefix_groups_reused == 3 and stats.prompts_via_reuse == 12 and stats.prompts_via_plain == 3
     assert stats.fallbacks == 0 and stats.prompts == len(prompts)
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_prefix_reuse_gives_the_plain_answers_in_every_layout(processor, layout):
+    model = sensitive_model(processor, seed=3)
+    prompts = episodes(layout) + fast_vqa_prompts(
+        IMAGES[:4], ["dax", "blicket", "dax", "blicket"], [IMAGES[5], IMAGES[6]],
+        ["What colour is the dax?", "Where is the blicket?"], layout=layout,
+    )
+    stats = EngineStats()
+    reused = generate_answers(model, processor, prompts, max_new_tokens=4, batch_size=2, stats=stats)
+    plain = generate_answers(model, processor, prompts, max_new_tokens=4, batch_size=2, reuse_prefix_cache=False)
+    assert reused == plain
+    assert stats.prefix_groups_reused == 4 and stats.fallbacks == 0
 
 
 @pytest.mark.parametrize("window", [256, 12])

@@ -10,6 +10,7 @@ from PIL import Image
 from frozen_hf.data import shapes
 from frozen_hf.eval.prompting import (
     IMAGE_MARKER,
+    LAYOUTS,
     OPEN_ENDED_QUERY,
     Prompt,
     Segment,
@@ -206,3 +207,38 @@ def test_compact_layout_and_both_oracle_strengths():
         to_text_oracle(prompts, strength="partial")
     with pytest.raises(ValueError, match="Unknown prompt layout 'tight'"):
         open_ended_prompts(images[:1], ["dax"], images[1:], layout="tight")
+
+
+def test_adjacent_layout_ends_the_query_on_its_image():
+    images = coloured(3)
+    prompts = open_ended_prompts(
+        images[:2], ["dax", "blicket"], images[2:], task_induction=True, layout="adjacent",
+        support_categories=["a star", "a heart"], query_categories=["a star"],
+    )
+    assert prompts[0].text == "Answer with dax or blicket.\n<image> dax\n<image> blicket\n<image>"
+    assert to_text_oracle(prompts, strength="category")[0].text == "Answer with dax or blicket.\na star dax\na heart blicket\na star"
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_every_layout_lines_images_up_with_markers(layout):
+    images = coloured(9)
+    names = ["dax", "blicket", "wug"]
+    binding = open_ended_prompts(
+        images[:3], names, images[3:5], task_induction=True, repeats=2, layout=layout,
+        support_descriptions=[f"d{i}" for i in range(3)], query_descriptions=["q0", "q1"],
+        support_categories=[f"c{i}" for i in range(3)], query_categories=["k0", "k1"],
+    )
+    fast = fast_vqa_prompts(images[:3], names, images[5:7], ["What colour is the dax?", "Where is the wug?"],
+                            layout=layout, support_descriptions=["d0", "d1", "d2"], query_descriptions=["q0", "q1"])
+    vqa = vqa_prompts(images[7:9], ["what colour?", "what shape?"], shots=[(images[0], "how many?", "2")],
+                      layout=layout)
+    for prompts in (binding, fast, vqa):
+        check_counts(prompts)
+    assert [p.images[-1] for p in binding] == images[3:5]
+    assert binding[0].images[:6] == images[:3] * 2
+    for strength in ("full", "category"):
+        for prompt in to_text_oracle(binding, strength=strength):
+            assert IMAGE_MARKER not in prompt.text and prompt.images == []
+    oracle = to_text_oracle(binding)
+    assert [p.text.count(f"d{i}") for i in range(3) for p in oracle[:1]] == [2, 2, 2]
+    assert oracle[1].suffix_text.startswith("q1") and "q0" not in oracle[1].text

@@ -338,6 +338,27 @@ def test_collator_labels_and_eos():
     assert batch["labels"][1][batch["attention_mask"][1] == 0].eq(-100).all()
 
 
+def test_collator_packs_rows_into_interleaved_sequences():
+    processor = tiny_processor()
+    rows = [{"image": synthetic_image(i), "caption": caption_for(i)[0]} for i in range(5)]
+    packed = FrozenCaptionCollator(processor, images_per_sequence=2)(rows)
+    single = FrozenCaptionCollator(processor)(rows)
+    image_id, eos = processor.image_token_id, processor.tokenizer.eos_token_id
+    assert packed["input_ids"].shape[0] == 3 and single["input_ids"].shape[0] == 5
+    assert (packed["input_ids"] == image_id).sum(dim=1).tolist() == [4, 4, 2]  # 2 placeholders per image
+    assert torch.equal(packed["pixel_values"], single["pixel_values"])  # the same images, in row order
+    # one EOS per sequence, after its last caption; the captions are joined by new lines and all learned
+    first = packed["input_ids"][0][packed["attention_mask"][0].bool()].tolist()
+    assert first.count(eos) == 1 and first[-1] == eos
+    text = f"<image> {rows[0]['caption']}\n<image> {rows[1]['caption']}{processor.tokenizer.eos_token}"
+    expected = processor(text=[text], images=[[rows[0]["image"], rows[1]["image"]]], return_tensors="pt")
+    assert first == expected["input_ids"][0].tolist()
+    labels = packed["labels"][0][packed["attention_mask"][0].bool()]
+    assert labels.eq(-100).sum() == 4
+    with pytest.raises(ValueError, match="images_per_sequence must be an int >= 1, got 0"):
+        FrozenCaptionCollator(processor, images_per_sequence=0)
+
+
 def test_train_blind_uses_black_images():
     processor = tiny_processor()
     batch = FrozenCaptionCollator(processor, train_blind=True)(
