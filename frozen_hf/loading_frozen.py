@@ -66,6 +66,10 @@ class FrozenLoadingMixin:
     def _from_trained_parts(cls, pretrained_model_name_or_path: str | os.PathLike, config: PreTrainedConfig, **kwargs):
         hub_kwargs = {name: kwargs.pop(name) for name in _HUB_KWARGS if name in kwargs}
         language_model_kwargs = {name: kwargs.pop(name) for name in ("dtype", "attn_implementation") if name in kwargs}
+        # The LM is loaded as it was trained against (quantized or not), unless the caller asks otherwise.
+        quantization_config = kwargs.pop("quantization_config", language_model_quantization_config(config))
+        if quantization_config is not None:
+            language_model_kwargs["quantization_config"] = quantization_config
         if "torch_dtype" in kwargs:
             language_model_kwargs.setdefault("dtype", kwargs.pop("torch_dtype"))
         # Credentials and cache settings apply to the language model's repo too; the revision is its own.
@@ -110,7 +114,11 @@ class FrozenLoadingMixin:
             config.vision_feature_dim, config.text_config.hidden_size, config.visual_prefix_length
         )
         model._init_weights(base.visual_prefix)
-        base.visual_prefix.to(language_model.dtype)
+        if getattr(language_model, "is_quantized", False):
+            keep_quantized_weights_as_loaded(language_model)
+        else:
+            # Beside a quantized LM the projection keeps full precision, like the vision encoder.
+            base.visual_prefix.to(language_model.dtype)
         if has_head:
             model.tie_weights()
         model.generation_config = language_model.generation_config
@@ -125,12 +133,19 @@ class FrozenLoadingMixin:
         visual_prefix_length: int = 2,
         image_token_id: int | None = None,
         revision: str | None = None,
+        quantization_config=None,
         **kwargs,
     ):
         """Builds a Frozen model around a pretrained causal LM (Hub id or local folder) with a fresh vision encoder.
 
         The language model's weights are used exactly as loaded and frozen. Extra `kwargs` (`dtype`,
         `attn_implementation`, `trust_remote_code`, `token`, ...) go to `AutoModelForCausalLM.from_pretrained`.
+
+        With `quantization_config` (any transformers quantization config, e.g. `BitsAndBytesConfig(load_in_8bit=True)`,
+        `BitsAndBytesConfig(load_in_4bit=True)` or a `TorchAoConfig`) the LM is loaded quantized; the vision encoder and
+        the projection stay in full precision and train through it. Such a model saves trained-parts-only: its folder
+        holds the vision encoder and projection, and its config references the base LM and the quantization, so that
+        `from_pretrained` quantizes the same base weights the same way again.
 
         Args:
             language_model_name_or_path: Hub id or folder of any `AutoModelForCausalLM` checkpoint.
@@ -148,6 +163,8 @@ class FrozenLoadingMixin:
 
         # Pin the commit once, so that the config records exactly which LM the vision encoder is trained against.
         revision = resolve_revision(str(language_model_name_or_path), revision, token=kwargs.get("token"))
+        if quantization_config is not None:
+            kwargs["quantization_config"] = quantization_config
         language_model = AutoModelForCausalLM.from_pretrained(language_model_name_or_path, revision=revision, **kwargs)
         if image_token_id is None:
             tokenizer = AutoTokenizer.from_pretrained(language_model_name_or_path, revision=revision)
@@ -166,6 +183,8 @@ class FrozenLoadingMixin:
             image_token_id=image_token_id,
             language_model_name_or_path=str(language_model_name_or_path),
             language_model_revision=getattr(revision, "resolved", None) or revision,
+            # A quantized LM is never written out: the folder references the base LM and its quantization instead.
+            trained_parts_only=quantization_config is not None,
         )
         return cls._wrap_language_model(config, language_model)
 
@@ -203,6 +222,12 @@ class FrozenLoadingMixin:
         """Saves like any transformers model. With remote code enabled (`register_for_auto_class`), the saved
         `auto_map` names `AutoModel` too, which transformers' single `_auto_class` per class cannot express.
         With `config.trained_parts_only`, only [`trained_state_dict`] is written (unless `state_dict` is given)."""
+        if language_model_quantization_config(self.config) is not None and not self.config.trained_parts_only:
+            raise ValueError(
+                "This model's language model is quantized, and a quantized LM is not saved: set "
+                "config.trained_parts_only = True (as from_language_model(..., quantization_config=...) does), so that "
+                "the folder references the base LM and its quantization."
+            )
         if self.config.trained_parts_only and kwargs.get("state_dict") is None:
             # The language model is referenced by Hub id and revision in the config, not stored.
             kwargs["state_dict"] = self.trained_state_dict()
@@ -214,6 +239,29 @@ class FrozenLoadingMixin:
             if auto_map != self.config.auto_map:
                 self.config.auto_map = auto_map
                 self.config.save_pretrained(save_directory)
+
+
+def language_model_quantization_config(config: PreTrainedConfig):
+    """The transformers quantization config the frozen LM is loaded with (recorded on `config.text_config` as
+    transformers records it on a quantized model's config), or `None` for a full-precision LM."""
+    value = getattr(config.text_config, "quantization_config", None)
+    if value is None or not isinstance(value, dict):
+        return value
+    from transformers.quantizers import AutoQuantizationConfig
+
+    return AutoQuantizationConfig.from_dict(dict(value))
+
+
+def keep_quantized_weights_as_loaded(language_model) -> None:
+    """Stops bitsandbytes from repacking 4-bit weights in place for CPU inference.
+
+    On CPUs with AVX512-BF16, a `Linear4bit` rewrites its stored weight into a CPU-packed layout on its first call
+    without gradients (and fails for widths that its block size does not divide): the frozen LM's stored weights must
+    stay exactly the ones loaded, in training and in `generate()` alike.
+    """
+    for module in language_model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
 
 
 def placeholder_token_id(tokenizer) -> int:
@@ -299,4 +347,10 @@ def _check_language_model_revision(
     return resolved
 
 
-__all__ = ["FrozenLoadingMixin", "LanguageModelRevisionError", "load_frozen_language_model", "placeholder_token_id"]
+__all__ = [
+    "FrozenLoadingMixin",
+    "LanguageModelRevisionError",
+    "language_model_quantization_config",
+    "load_frozen_language_model",
+    "placeholder_token_id",
+]

@@ -75,6 +75,15 @@ class FrozenModelArguments:
     dtype: str | None = field(
         default=None, metadata={"help": "dtype to load the LM in (float32, bfloat16, auto); default: as stored."}
     )
+    quantization_config: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Load the frozen LM quantized (the vision encoder and projection stay full precision): '8bit' or "
+            "'4bit' (bitsandbytes LLM.int8 / NF4), 'torchao-int8' (torchao int8 weight-only), or a transformers "
+            "quantization config as a mapping with 'quant_method'. The output folder then holds the trained parts "
+            "and references the base LM and this quantization."
+        },
+    )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom code of the LM or backbone."})
     lora: bool = field(
         default=False,
@@ -103,6 +112,11 @@ class FrozenModelArguments:
             raise TrainingConfigError(f"image_size must be >= 16 pixels, got {self.image_size}.")
         if self.lora and self.reinit_language_model:
             raise TrainingConfigError("lora and reinit_language_model exclude each other: pick one LM ablation.")
+        if self.quantization_config is not None and self.reinit_language_model:
+            raise TrainingConfigError(
+                "quantization_config and reinit_language_model exclude each other: a quantized LM cannot be trained "
+                "from scratch; drop one of them."
+            )
         if self.freeze_vision_backbone and not self.vision_model_name_or_path:
             logger.warning(
                 "freeze_vision_backbone without vision_model_name_or_path freezes a randomly initialised backbone; "

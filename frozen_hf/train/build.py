@@ -5,7 +5,7 @@
 applies the options of the paper's ablations and their descendants: a frozen pretrained backbone with only the
 projection trained (LIMBER-style, [`freeze_vision_backbone`]); LoRA adapters on the LM ("Frozen finetuned",
 cheaply, [`add_lora`]); the LM re-initialised and trained ("Frozen scratch", [`reinitialise_language_model`]).
-Train-blind lives in the collator.
+The frozen LM may be loaded quantized ([`quantization_config_from_spec`]). Train-blind lives in the collator.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ __all__ = [
     "build_model_and_processor",
     "freeze_vision_backbone",
     "language_model_path_from_spec",
+    "quantization_config_from_spec",
     "reinitialise_language_model",
 ]
 
@@ -50,6 +51,50 @@ def language_model_path_from_spec(spec: str) -> str:
 
         return str(bundled_language_model_path(spec[len(BUNDLED_PREFIX) :]))
     return spec
+
+
+# The shorthands a training config may give for `quantization_config`.
+QUANTIZATION_SHORTHANDS = ("8bit", "4bit", "nf4", "fp4", "torchao-int8")
+
+
+def quantization_config_from_spec(spec: dict | str | None):
+    """The transformers quantization config a training config's ``quantization_config`` names, or ``None``.
+
+    Shorthands: ``8bit`` (bitsandbytes LLM.int8), ``4bit`` / ``nf4`` (bitsandbytes NF4, fp32 compute), ``fp4``,
+    ``torchao-int8`` (torchao int8 weight-only). A mapping (or its JSON string) is a transformers quantization config
+    in its ``to_dict()`` form, with ``quant_method``.
+    """
+    if spec is None:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if isinstance(spec, str):
+        name = spec.strip().lower()
+        if name == "8bit":
+            return BitsAndBytesConfig(load_in_8bit=True)
+        if name in ("4bit", "nf4", "fp4"):
+            quant_type = "fp4" if name == "fp4" else "nf4"
+            return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type, bnb_4bit_compute_dtype=torch.float32)
+        if name == "torchao-int8":
+            from torchao.quantization import Int8WeightOnlyConfig
+            from transformers import TorchAoConfig
+
+            return TorchAoConfig(Int8WeightOnlyConfig())
+        try:
+            spec = json.loads(spec)
+        except json.JSONDecodeError:
+            raise TrainingConfigError(
+                f"quantization_config must be one of {', '.join(QUANTIZATION_SHORTHANDS)} or a transformers "
+                f"quantization config mapping with 'quant_method', got {spec!r}."
+            ) from None
+    if not isinstance(spec, dict) or "quant_method" not in spec:
+        raise TrainingConfigError(f"A quantization_config mapping needs 'quant_method' (bitsandbytes, torchao, ...), got {spec!r}.")
+    from transformers.quantizers import AutoQuantizationConfig
+
+    try:
+        return AutoQuantizationConfig.from_dict(dict(spec))
+    except (ValueError, TypeError) as err:
+        raise TrainingConfigError(f"Invalid quantization_config {spec!r}: {err}") from err
 
 
 def _vision_config(model_args: FrozenModelArguments):
@@ -103,6 +148,7 @@ def build_model_and_processor(model_args: FrozenModelArguments) -> BuiltModel:
         vision_config=_vision_config(model_args),
         visual_prefix_length=model_args.visual_prefix_length,
         revision=model_args.language_model_revision,
+        quantization_config=quantization_config_from_spec(model_args.quantization_config),
         **load_kwargs,
     )
     processor = FrozenProcessor.from_language_model(
