@@ -34,12 +34,28 @@ def suite_cells(name: str) -> list[tuple[str, dict[str, Any], tuple[str, ...]]]:
         for ways in (2, 5) for shots in (1, 3, 5)
     ]
     if name == "demo":
-        # Sized for about 3 minutes on 2 CPU cores with SmolLM2-135M at 64 px (see the README).
+        # 100 queries a cell (a 2-way episode asks 2, a 5-way one 5). The compact layout gets every cell and
+        # variant; the paper's layout and the adjacent one the cells that show what the layout changes.
+        everything, cheap = VARIANTS, ("frozen", "blind", "text_oracle_category")
+
+        def binding(task: str, ways: int, shots: int, layout: str, variants, **extra):
+            return (task, {"ways": ways, "inner_shots": shots, "num_episodes": 100 // ways, "layout": layout,
+                           **extra}, variants)
+
         return [
-            ("shapes_captions", {"num_episodes": 200}, ("frozen",)),
-            ("shapes_captions", {"num_episodes": 40}, ("blind",)),
-            ("shapes_vqa", {"shots": 0, "num_episodes": 60}, VQA_VARIANTS),
-        ] + [(t, dict(s, num_episodes=s["num_episodes"] // 2), v) for t, s, v in binding]
+            ("shapes_captions", {"num_episodes": 200, "layout": "paper"}, ("frozen",)),
+            ("shapes_captions", {"num_episodes": 40, "layout": "paper"}, ("blind",)),
+            *[("shapes_vqa", {"shots": 0, "num_episodes": 100, "layout": layout}, VQA_VARIANTS)
+              for layout in ("compact", "paper")],
+            *[binding("shapes_open_ended", w, k, "compact", everything) for w, k in ((2, 1), (5, 1), (5, 3))],
+            binding("shapes_real_name", 5, 1, "compact", everything),
+            binding("shapes_open_ended", 5, 1, "compact", cheap, categories="novel"),
+            ("shapes_fast_vqa", {"ways": 2, "inner_shots": 1, "num_episodes": 100, "layout": "compact"},
+             VQA_VARIANTS),
+            *[binding("shapes_open_ended", w, k, "paper", cheap) for w, k in ((2, 1), (5, 1), (5, 3))],
+            binding("shapes_real_name", 5, 1, "adjacent", ("frozen", "text_oracle_category")),
+            binding("shapes_open_ended", 5, 1, "adjacent", ("frozen", "text_oracle_category")),
+        ]
     if name == "full":
         return (
             [("shapes_captions", {"num_episodes": 200}, ("frozen", "blind")),
@@ -182,7 +198,7 @@ def run_suite(
 
     `variants` keeps only those of the suite's variants (e.g. ``["frozen"]`` for an ablation model whose blind and
     text-oracle rows another run already gives); `scale` multiplies every episode count. Every cell uses `base`'s
-    layout and seed.
+    seed, and `base`'s layout unless the cell names its own (the demo suite's cells do).
     """
     from .report import write_report
 

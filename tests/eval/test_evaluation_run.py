@@ -120,18 +120,27 @@ def test_demo_suite_writes_every_row_and_column(model_dir, tmp_path):
     out = tmp_path / "suite"
     assert run_cli("--model", model_dir, "--suite", "demo", "--scale", 0.05, "--output", out) == 0
     report = json.loads((out / "report.json").read_text())
-    tables = {t["task"]: t for t in report["tables"]}
-    assert list(tables) == ["shapes_captions", "shapes_vqa", "shapes_open_ended"]
-    assert [r["variant"] for r in tables["shapes_captions"]["rows"]] == ["frozen", "blind"]
-    binding = tables["shapes_open_ended"]
-    assert [r["variant"] for r in binding["rows"]] == list(VARIANTS)
-    assert binding["columns"] == [f"{w}-way {k}-shot" for w in (2, 5) for k in (1, 3, 5)]
-    assert all(set(r["cells"]) == set(binding["columns"]) for r in binding["rows"])
-    assert binding["chance"] == {"2-way 1-shot": 50.0, "2-way 3-shot": 50.0, "2-way 5-shot": 50.0,
-                                 "5-way 1-shot": 20.0, "5-way 3-shot": 20.0, "5-way 5-shot": 20.0}
-    targets = {c["target"].split(" >=")[0].split(" blind")[0] for c in report["checks"]}
-    assert {"Shapes captions right", "Shapes VQA 0-shot", "Shapes open-ended 5-way 1-shot"} <= targets
-    assert all(c["target"].endswith("(paper layout)") for c in report["checks"])
+    tables = {(t["task"], t["layout"]): t for t in report["tables"]}
+    assert list(tables) == [
+        ("shapes_captions", "paper"), ("shapes_vqa", "compact"), ("shapes_vqa", "paper"),
+        ("shapes_open_ended", "compact"), ("shapes_open_ended", "paper"), ("shapes_open_ended", "adjacent"),
+        ("shapes_real_name", "compact"), ("shapes_real_name", "adjacent"), ("shapes_fast_vqa", "compact"),
+    ]
+    assert [r["variant"] for r in tables["shapes_captions", "paper"]["rows"]] == ["frozen", "blind"]
+    compact = tables["shapes_open_ended", "compact"]
+    assert [r["variant"] for r in compact["rows"]] == list(VARIANTS)
+    assert compact["columns"] == ["2-way 1-shot", "5-way 1-shot", "5-way 3-shot", "5-way 1-shot novel"]
+    assert compact["chance"] == {"2-way 1-shot": 50.0, "5-way 1-shot": 20.0, "5-way 3-shot": 20.0,
+                                 "5-way 1-shot novel": 20.0}
+    paper = tables["shapes_open_ended", "paper"]
+    assert [r["variant"] for r in paper["rows"]] == ["frozen", "blind", "text_oracle_category"]
+    assert all(set(r["cells"]) == set(paper["columns"]) for r in paper["rows"])
+    checks = [c["target"] for c in report["checks"]]
+    for layout in ("paper", "compact"):
+        assert f"Shapes open-ended 5-way: 3-shot above 1-shot, intervals apart ({layout} layout)" in checks
+        assert f"Shapes open-ended 5-way 1-shot >= 0.8 x Text oracle, category only (LM) ({layout} layout)" in checks
+    assert "Shapes real-name 5-way 1-shot >= 90 (compact layout)" in checks
+    assert "Shapes fast VQA 2-way 1-shot >= blind + 15 (compact layout)" in checks
     assert (out / "plot_shapes_open_ended.png").is_file()
 
 
