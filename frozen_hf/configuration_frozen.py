@@ -2,7 +2,16 @@
 
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig
-from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
+from transformers.configuration_utils import PreTrainedConfig
+
+
+try:
+    from transformers.configuration_utils import SubConfigSpec
+except ImportError:  # transformers < 5.20: sub-configs are declared in `sub_configs` and built by the config itself
+    SubConfigSpec = None
+
+# The sub-configs and the model type each one defaults to.
+SUB_CONFIG_DEFAULT_TYPES = {"vision_config": "resnet", "text_config": "llama"}
 
 
 @strict
@@ -62,10 +71,13 @@ class FrozenConfig(PreTrainedConfig):
     ```"""
 
     model_type = "frozen"
-    sub_configs_defaults = {
-        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="resnet"),
-        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
-    }
+    if SubConfigSpec is not None:
+        sub_configs_defaults = {
+            key: SubConfigSpec(config_class=AutoConfig, model_type=default_type)
+            for key, default_type in SUB_CONFIG_DEFAULT_TYPES.items()
+        }
+    else:
+        sub_configs = {key: AutoConfig for key in SUB_CONFIG_DEFAULT_TYPES}
 
     vision_config: dict | PreTrainedConfig | None = None
     text_config: dict | PreTrainedConfig | None = None
@@ -82,6 +94,9 @@ class FrozenConfig(PreTrainedConfig):
     frozen_training: dict | None = None
 
     def __post_init__(self, **kwargs):
+        if SubConfigSpec is None:
+            for key, model_type in SUB_CONFIG_DEFAULT_TYPES.items():
+                setattr(self, key, build_sub_config(getattr(self, key), model_type))
         super().__post_init__(**kwargs)
         check_visual_prefix_length(self.visual_prefix_length)
         if self.vision_feature_dim is None:
@@ -89,6 +104,18 @@ class FrozenConfig(PreTrainedConfig):
         # Weight tying reads the top-level config only.
         if not self.tie_word_embeddings and getattr(self.text_config, "tie_word_embeddings", False):
             self.tie_word_embeddings = True
+
+
+def build_sub_config(sub_config, default_model_type: str) -> PreTrainedConfig:
+    """A sub-config from a config, a dict (its `model_type`, else `default_model_type`) or `None` (the default type's
+    defaults), as `SubConfigSpec(AutoConfig, model_type=...)` builds it in the releases that have it."""
+    if isinstance(sub_config, PreTrainedConfig):
+        return sub_config
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    sub_config = dict(sub_config or {})
+    model_type = sub_config.pop("model_type", default_model_type)
+    return CONFIG_MAPPING[model_type](**sub_config)
 
 
 def check_visual_prefix_length(visual_prefix_length) -> None:

@@ -10,7 +10,6 @@ from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, CausalLMOutputWithPast
-from transformers.modeling_utils import slice_logits_to_keep
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs
 from transformers.utils.deprecation import deprecate_kwarg
@@ -18,6 +17,23 @@ from transformers.utils.generic import can_return_tuple
 
 from .configuration_frozen import FrozenConfig
 from .loading_frozen import FrozenLoadingMixin
+
+
+try:
+    from transformers.modeling_utils import slice_logits_to_keep
+except ImportError:  # transformers < 5.20, where causal LMs slice inline
+
+    def slice_logits_to_keep(hidden_states: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torch.Tensor:
+        """`hidden_states` at the positions to compute logits for: the last `logits_to_keep` (an int; 0 keeps all),
+        the positions of a 1D tensor, per-sample positions of a 2D integer tensor, or the `True` positions of a 2D
+        boolean mask (flattened), as transformers' own `slice_logits_to_keep` does."""
+        if isinstance(logits_to_keep, torch.Tensor) and logits_to_keep.ndim == 2:
+            if logits_to_keep.dtype == torch.bool:
+                return hidden_states[logits_to_keep]
+            return torch.take_along_dim(hidden_states, logits_to_keep[..., None], dim=1)
+        if isinstance(logits_to_keep, int):
+            logits_to_keep = slice(-logits_to_keep, None)
+        return hidden_states[:, logits_to_keep, :]
 
 
 # transformers 5.24 renamed the cache argument and output field from `past_key_values` to `cache`; the family speaks
@@ -155,6 +171,14 @@ class FrozenPreTrainedModel(FrozenLoadingMixin, PreTrainedModel):
             for module in self._language_model_modules():
                 module.eval()
         return self
+
+    def _set_gradient_checkpointing(self, enable: bool = True, gradient_checkpointing_func=None, **kwargs):
+        # The funnel of `activation_checkpointing_enable` and `gradient_checkpointing_enable` in every supported release.
+        # Checkpointing is always non-reentrant: a reentrant checkpoint gives no gradient to the parameters of a layer
+        # whose inputs carry none (a trainable layer above frozen ones: a partly frozen backbone, LoRA in a frozen LM).
+        if enable:
+            gradient_checkpointing_func = non_reentrant_checkpoint(gradient_checkpointing_func)
+        super()._set_gradient_checkpointing(enable=enable, gradient_checkpointing_func=gradient_checkpointing_func, **kwargs)
 
     def _init_weights(self, module: nn.Module) -> None:
         # Only the projection is ours; the backbone and the LM initialise themselves (or are loaded).
@@ -479,6 +503,23 @@ class FrozenForConditionalGeneration(FrozenPreTrainedModel, GenerationMixin):
             attentions=outputs.attentions,
             image_outputs=outputs.image_outputs,
         )
+
+def non_reentrant_checkpoint(function=None):
+    """`function` (`torch.utils.checkpoint.checkpoint`, or transformers' partial of it) with `use_reentrant=False`.
+
+    Raises:
+        ValueError: `use_reentrant=True` was asked for.
+    """
+    if function is None:
+        from torch.utils.checkpoint import checkpoint as function
+    if isinstance(function, functools.partial) and function.keywords.get("use_reentrant"):
+        raise ValueError(
+            "Frozen models use non-reentrant activation checkpointing only: with use_reentrant=True, a trainable layer "
+            "whose inputs need no gradient (above a frozen part of the vision backbone, or LoRA adapters in the frozen "
+            "LM) silently gets no gradient. Drop use_reentrant from the checkpointing kwargs."
+        )
+    return functools.partial(function, use_reentrant=False)
+
 
 def positions_from_attention_mask(
     attention_mask: torch.Tensor | None, cache: Cache | None, num_new_tokens: int

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,13 @@ class FrozenModelArguments:
         default=False,
         metadata={"help": "Train the projection only, with the vision backbone frozen (LIMBER-style)."},
     )
+    freeze_vision_layers: int = field(
+        default=0,
+        metadata={
+            "help": "Partly frozen backbone: freeze the vision backbone's stem and its first k layers (the blocks of "
+            "its first ModuleList: stages or encoder layers); the later layers and the projection train."
+        },
+    )
     visual_prefix_length: int = field(default=2, metadata={"help": "n: prefix embeddings per image."})
     image_size: int = field(default=224, metadata={"help": "Side of the (zero-padded, square) model input images."})
     attn_implementation: str | None = field(
@@ -112,6 +120,11 @@ class FrozenModelArguments:
             raise TrainingConfigError(f"image_size must be >= 16 pixels, got {self.image_size}.")
         if self.lora and self.reinit_language_model:
             raise TrainingConfigError("lora and reinit_language_model exclude each other: pick one LM ablation.")
+        if self.freeze_vision_layers < 0 or (self.freeze_vision_layers and self.freeze_vision_backbone):
+            raise TrainingConfigError(
+                "freeze_vision_layers must be >= 0 and excludes freeze_vision_backbone (which freezes every layer), got "
+                f"{self.freeze_vision_layers}."
+            )
         if self.quantization_config is not None and self.reinit_language_model:
             raise TrainingConfigError(
                 "quantization_config and reinit_language_model exclude each other: a quantized LM cannot be trained "
@@ -266,6 +279,17 @@ class FrozenTrainingArguments(TrainingArguments):
                 self.metric_for_best_model = "eval_loss"
                 self.greater_is_better = False
         super().__post_init__()
+        # After TrainingArguments has parsed the kwargs' JSON strings (from the command line) into dicts.
+        checkpointing = {}
+        for name in ("activation_checkpointing_kwargs", "gradient_checkpointing_kwargs"):
+            value = getattr(self, name, None) or {}
+            checkpointing.update(json.loads(value) if isinstance(value, str) else value)
+        if checkpointing.get("use_reentrant"):
+            raise TrainingConfigError(
+                "use_reentrant=True in the activation checkpointing kwargs: Frozen checkpoints non-reentrantly only, "
+                "since a reentrant checkpoint silently gives no gradient to a trainable layer whose inputs need none "
+                "(above a frozen part of the backbone, LoRA in the frozen LM). Drop use_reentrant."
+            )
 
 
 ARGUMENT_CLASSES = (FrozenModelArguments, FrozenDataArguments, FrozenTrainingArguments)

