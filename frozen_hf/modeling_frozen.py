@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +22,7 @@ from .loading_frozen import FrozenLoadingMixin
 
 try:
     from transformers.modeling_utils import slice_logits_to_keep
-except ImportError:  # transformers < 5.20, where causal LMs slice inline
+except ImportError:  # transformers < 5.21, where causal LMs slice inline
 
     def slice_logits_to_keep(hidden_states: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torch.Tensor:
         """`hidden_states` at the positions to compute logits for: the last `logits_to_keep` (an int; 0 keeps all),
@@ -53,6 +54,11 @@ def accepts_legacy_cache_name(forward):
             kwargs["cache"] = kwargs.pop("past_key_values")
         return forward(self, *args, **kwargs)
 
+    # transformers < 5.24 reads the forward's signature for the names it may pass (assisted decoding hands the
+    # assistant its cache as `past_key_values=`), so the signature names the cache as those releases do.
+    signature = inspect.signature(forward)
+    parameters = [p.replace(name="past_key_values") if p.name == "cache" else p for p in signature.parameters.values()]
+    wrapper.__signature__ = signature.replace(parameters=parameters)
     return wrapper
 
 
