@@ -457,3 +457,27 @@ def test_tensor_parallel_plan_covers_the_head(model):
     plan = model.tp_plan if hasattr(model, "tp_plan") else model._tp_plan
     assert "lm_head" in plan
     assert any(key.startswith("model.language_model.") for key in plan)
+
+
+@pytest.mark.parametrize("device_map", ["auto", "offload"])
+def test_device_map_gives_the_same_logits_and_tokens(processor, model, tmp_path, device_map):
+    model.save_pretrained(tmp_path / "saved")
+    kwargs = {"device_map": device_map}
+    if device_map == "offload":
+        # The frozen LM's embeddings, layers and head offloaded to disk: accelerate's hooks load each on its call.
+        kwargs["device_map"] = {
+            "model.vision_model": "cpu", "model.visual_prefix": "cpu", "model.language_model.embed_tokens": "disk",
+            "model.language_model.layers": "disk", "model.language_model.norm": "cpu",
+            "model.language_model.rotary_emb": "cpu", "lm_head": "disk",
+        }
+        kwargs["offload_folder"] = str(tmp_path / "offload")
+    loaded = FrozenForConditionalGeneration.from_pretrained(tmp_path / "saved", **kwargs)
+    if device_map == "offload":
+        assert loaded.hf_device_map == kwargs["device_map"]
+        assert loaded.model.language_model.layers[0].mlp.up_proj.weight.device.type == "meta"
+    assert not any(p.requires_grad for p in loaded.model.language_model.parameters())
+    batch = few_shot_batch(processor)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch).logits, model(**batch).logits)
+    generate = dict(max_new_tokens=4, do_sample=False)
+    assert torch.equal(loaded.generate(**batch, **generate), model.generate(**batch, **generate))
