@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU variant, for one H100 (about 8 minutes): every benchmark at the default size in bf16, then a short bf16
-# training of Frozen around a random ~1B-parameter Llama-style LM on random images.
+# training of Frozen around a random ~1B-parameter Llama-style LM on random images, then the FSDP accelerate config's
+# GPU test (tests/train/test_distributed.py::test_fsdp_on_one_gpu).
 #
 #   bash benchmarks/gpu.sh [RESULTS_DIR]        (default: $OUT if set, else benchmarks/results)
 #
@@ -27,5 +28,9 @@ timeout 330 $PY -m benchmarks.run --size default --device cuda --dtype bfloat16 
   | tee "$RESULTS/gpu_bf16.log" || status=1
 timeout 150 $PY -m benchmarks.llama1b --device cuda --steps 20 --output "$RESULTS/gpu_llama1b.json" 2>&1 \
   | tee "$RESULTS/gpu_llama1b.log" || status=1
+# fsdp.yaml runs on accelerators only (accelerate sets FSDP up nowhere else), so the CPU tests assert its refusal and
+# this runs it: FSDP2 on one GPU, float32 losses equal to DDP's, bf16 training, outputs that load with the LM unchanged.
+timeout 240 $PY -m pytest -q -p no:cacheprovider tests/train/test_distributed.py -k test_fsdp_on_one_gpu -rA 2>&1 \
+  | tee "$RESULTS/gpu_fsdp.log" || status=1
 echo "results in $RESULTS (exit status $status)"
 exit $status

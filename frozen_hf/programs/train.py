@@ -30,6 +30,7 @@ from frozen_hf.train.loop import (
     TrainingResult,
     check_validation_data,
     make_trainer,
+    model_construction,
     save_trained_model,
     train_recording_status,
 )
@@ -56,8 +57,11 @@ def run_training(
     train_dataset, eval_dataset = load_caption_datasets(data_args, model_args.image_size, training_args.seed)
     check_validation_data(training_args, eval_dataset)
 
+    # Every process builds the same model (same seed, same LM): sharding engines (FSDP, ZeRO-3) start from it without
+    # a broadcast.
     set_seed(training_args.seed)
-    model, processor, lora = build_model_and_processor(model_args)
+    with model_construction(training_args):
+        model, processor, lora = build_model_and_processor(model_args)
 
     trainer = make_trainer(model, processor, data_args, training_args, train_dataset, eval_dataset, callbacks)
     output = train_recording_status(trainer, resume, model_args, data_args, start)

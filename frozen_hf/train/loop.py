@@ -4,6 +4,7 @@ then save the trained model with its provenance, ``training_log.json`` and ``los
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -21,7 +22,9 @@ __all__ = [
     "LOSS_CURVE",
     "TrainingResult",
     "check_validation_data",
+    "gathered_state_dict",
     "make_trainer",
+    "model_construction",
     "plot_loss_curve",
     "save_trained_model",
     "train_recording_status",
@@ -50,6 +53,38 @@ def check_validation_data(training_args, eval_dataset) -> None:
         raise TrainingConfigError("early_stopping_patience needs validation data (eval_split or eval_split_size).")
     if eval_dataset is None and training_args.eval_strategy != "no":
         raise TrainingConfigError(f"eval_strategy={training_args.eval_strategy} needs validation data.")
+
+
+@contextlib.contextmanager
+def model_construction(training_args):
+    """The context the training model is built in: with DeepSpeed ZeRO-3, outside ``deepspeed.zero.Init``.
+
+    accelerate registers the DeepSpeed config with transformers as soon as the training arguments exist, and
+    transformers then builds every model under ZeRO-3's partitioning ``zero.Init`` whatever the accelerate config's
+    ``zero3_init_flag`` says. A Frozen model puts a loaded LM into a skeleton built on the meta device, which
+    ``zero.Init`` cannot initialise ("Cannot copy out of meta tensor"). So the model is built whole (on every
+    process) with the registration lifted, and the DeepSpeed engine partitions it when the trainer prepares it;
+    ``zero3_init_flag: true`` is refused before the model is built.
+    """
+    plugin = getattr(training_args, "deepspeed_plugin", None)
+    zero3 = plugin is not None and plugin.hf_ds_config.is_zero3()
+    if not zero3:
+        yield
+        return
+    if plugin.is_zero3_init_enabled():
+        raise TrainingConfigError(
+            "DeepSpeed zero3_init_flag: true is not supported: a Frozen model is assembled around an LM loaded "
+            "whole, and DeepSpeed partitions it when training starts. Set zero3_init_flag: false in the accelerate "
+            "config (as frozen_hf/configs/accelerate/deepspeed-zero3.yaml does)."
+        )
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        # Saving and the trainer's DeepSpeed set-up read the registration again.
+        plugin.set_deepspeed_weakref()
 
 
 def make_trainer(
@@ -124,9 +159,10 @@ def save_trained_model(
         "dataset": data_args.dataset,
         "global_step": trainer.state.global_step,
     }
+    state_dict = gathered_state_dict(trainer)
     trainer.accelerator.wait_for_everyone()
     if args.should_save:
-        final_model.save_pretrained(args.output_dir)
+        final_model.save_pretrained(args.output_dir, state_dict=state_dict)
         trainer.processing_class.save_pretrained(args.output_dir)
         write_training_log(trainer, model_args, data_args, args, "complete", time.time() - start, metrics)
         plot_loss_curve(
@@ -144,6 +180,22 @@ def save_trained_model(
         language_model_modification=model_args.language_model_modification,
         seconds=time.time() - start,
     )
+
+
+def gathered_state_dict(trainer: FrozenTrainer) -> dict[str, Any] | None:
+    """The full weights of a model that a sharding engine trained, on the main process; ``None`` without one.
+
+    FSDP and DeepSpeed ZeRO-3 leave each process only a shard of every parameter (frozen LM included), so the main
+    process's ``save_pretrained`` alone would write shards or empty tensors that ``from_pretrained`` cannot load.
+    Every process must call this: gathering is a collective. ZeRO-3 gathers through
+    ``stage3_gather_16bit_weights_on_model_save`` (``zero3_save_16bit_model`` in the accelerate config), which keeps
+    the parameters' own dtype, float32 without mixed precision.
+    """
+    if trainer.is_fsdp_enabled:
+        return trainer.accelerator.get_state_dict(trainer.model)
+    if trainer.is_deepspeed_enabled:
+        return trainer.accelerator.get_state_dict(trainer.model_wrapped)
+    return None
 
 
 def write_training_log(trainer, model_args, data_args, training_args, status, seconds, metrics) -> None:

@@ -29,7 +29,7 @@ from .checkpoints import (
     rotate_complete_checkpoints,
     write_counters,
 )
-from .errors import NonFiniteLossError, OutputDirError
+from .errors import NonFiniteLossError, OutputDirError, TrainingConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,7 @@ class FrozenTrainer(Trainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        _check_requested_engine(self.accelerator)
         # Trainer deletes old checkpoints while writing a new one, before `on_save`, that is before the new one is
         # marked complete; a kill there could leave no complete checkpoint. This trainer keeps `save_total_limit`
         # checkpoints itself, after marking (`_CheckpointCompletion`), on its own copy of the arguments.
@@ -246,6 +247,25 @@ class FrozenTrainer(Trainer):
             if value.is_floating_point() and not bool(torch.isfinite(value).all()):
                 raise NonFiniteLossError(f"Refusing to save a checkpoint: weight {key} holds NaN or inf.")
         super()._save(output_dir, state_dict=state_dict)
+
+
+def _check_requested_engine(accelerator) -> None:
+    """Refuses a run whose accelerate config asks for FSDP when accelerate set up another engine.
+
+    accelerate (1.15) sets FSDP up on accelerators only; on CPU processes it keeps plain data parallelism
+    (``MULTI_CPU``) without a word, which holds the whole model on every process and would train as DDP under an FSDP
+    config. Stopping here tells the user before the first step that this config needs GPUs (or other accelerators).
+    """
+    from accelerate.utils import DistributedType
+
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true":
+        return
+    if accelerator.distributed_type != DistributedType.FSDP:
+        raise TrainingConfigError(
+            f"The accelerate config asks for FSDP, but accelerate set up {accelerator.distributed_type.value} "
+            "instead: accelerate runs FSDP on accelerators only (CUDA, XPU, NPU, MLU, MUSA, HPU), not on CPU "
+            "processes. Launch on GPUs, or use the ddp or DeepSpeed configs on CPUs."
+        )
 
 
 def _trained_buffers(model, clone: bool = False) -> dict[str, torch.Tensor]:
