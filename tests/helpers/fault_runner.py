@@ -36,3 +36,19 @@ def run_training_subprocess(config: str, point: str = "none", occurrence: int = 
 def vision_state(output_dir: str | os.PathLike) -> dict[str, torch.Tensor]:
     weights = load_file(Path(output_dir) / "model.safetensors")
     return {k: v for k, v in weights.items() if k.startswith(TRAINED_PREFIXES)}
+
+
+def reference_run_assets(root: Path, make_config) -> tuple[dict, Path]:
+    """The tiny LM and caption folder of a fault test module under `root`, and its uninterrupted reference run:
+    `make_config(assets, root, "reference")` gives `(config path, output folder)`; returns the assets and that folder.
+    """
+    from tests.helpers.tiny_training import write_caption_imagefolder, write_tiny_language_model
+
+    assets = {
+        "lm": write_tiny_language_model(root / "lm"),
+        "data": write_caption_imagefolder(root / "data", num_images=32),
+    }
+    config, out = make_config(assets, root, "reference")
+    result = run_training_subprocess(config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return assets, out

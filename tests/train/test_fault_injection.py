@@ -11,11 +11,7 @@ Each case runs real training subprocesses (a few seconds each on the tiny model)
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,12 +21,10 @@ from safetensors.torch import load_file
 from frozen_hf.train.checkpoints import CHECKPOINT_COMPLETE_MARKER, last_complete_checkpoint
 from frozen_hf.hub.verify import verify_language_model
 
-from tests.helpers.fault_runner import KILLED, REPO, run_training_subprocess, vision_state
+from tests.helpers.fault_runner import KILLED, reference_run_assets, run_training_subprocess, vision_state
 from tests.helpers.tiny_training import (
     TINY_RESNET,
     tiny_config_values,
-    write_caption_imagefolder,
-    write_tiny_language_model,
     write_yaml,
 )
 
@@ -48,14 +42,7 @@ def _config(assets: dict, folder: Path, name: str) -> tuple[str, Path]:
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("fault_assets")
-    assets = {
-        "lm": write_tiny_language_model(root / "lm"),
-        "data": write_caption_imagefolder(root / "data", num_images=32),
-    }
-    config, out = _config(assets, root, "reference")
-    result = run_training_subprocess(config)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assets, out = reference_run_assets(tmp_path_factory.mktemp("fault_assets"), _config)
     assets["reference"] = vision_state(out)
     return assets
 

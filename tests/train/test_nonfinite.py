@@ -21,12 +21,10 @@ from safetensors.torch import load_file
 
 from frozen_hf.train.checkpoints import last_complete_checkpoint
 
-from tests.helpers.fault_runner import run_training_subprocess, vision_state
+from tests.helpers.fault_runner import reference_run_assets, run_training_subprocess, vision_state
 from tests.helpers.tiny_training import (
     TINY_RESNET,
     tiny_config_values,
-    write_caption_imagefolder,
-    write_tiny_language_model,
     write_yaml,
 )
 
@@ -46,14 +44,7 @@ def _config(assets: dict, folder: Path, name: str, **extra) -> tuple[str, Path]:
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("nonfinite_assets")
-    assets = {
-        "lm": write_tiny_language_model(root / "lm"),
-        "data": write_caption_imagefolder(root / "data", num_images=32),
-    }
-    config, out = _config(assets, root, "reference")
-    result = run_training_subprocess(config)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assets, out = reference_run_assets(tmp_path_factory.mktemp("nonfinite_assets"), _config)
     assets["reference"] = out
     return assets
 
