@@ -79,19 +79,11 @@ def language_model_bytes(model) -> int:
 def first_batch(model_args, data_args, training_args, processor) -> dict[str, torch.Tensor]:
     """The first training batch of the config, through its collator (rows packed into sequences as configured)."""
     from frozen_hf.data.captions import load_caption_datasets
-    from frozen_hf.data.collator import FrozenCaptionCollator, pop_counters
+    from frozen_hf.data.collator import pop_counters
+    from frozen_hf.train.loop import caption_collator
 
     train, _ = load_caption_datasets(data_args, model_args.image_size, training_args.seed)
-    collator = FrozenCaptionCollator(
-        processor,
-        image_column=data_args.image_column,
-        caption_column=data_args.caption_column,
-        caption_template=data_args.caption_template,
-        append_eos=data_args.append_eos,
-        max_length=data_args.max_length,
-        train_blind=data_args.train_blind,
-        images_per_sequence=data_args.images_per_sequence,
-    )
+    collator = caption_collator(processor, data_args)
     batch = collator([train[index] for index in range(training_args.per_device_train_batch_size)])
     pop_counters(batch)
     return dict(batch)

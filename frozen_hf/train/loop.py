@@ -21,6 +21,7 @@ from .trainer import FrozenTrainer
 __all__ = [
     "LOSS_CURVE",
     "TrainingResult",
+    "caption_collator",
     "check_validation_data",
     "gathered_state_dict",
     "make_trainer",
@@ -87,11 +88,9 @@ def model_construction(training_args):
         plugin.set_deepspeed_weakref()
 
 
-def make_trainer(
-    model, processor, data_args, training_args, train_dataset, eval_dataset, callbacks: Sequence[TrainerCallback] = ()
-) -> FrozenTrainer:
-    """A [`FrozenTrainer`] over the caption data, with the collator the data arguments describe."""
-    collator = FrozenCaptionCollator(
+def caption_collator(processor, data_args) -> FrozenCaptionCollator:
+    """The training collator that the data arguments describe (caption template, EOS, length, blind, packing)."""
+    return FrozenCaptionCollator(
         processor,
         image_column=data_args.image_column,
         caption_column=data_args.caption_column,
@@ -101,6 +100,13 @@ def make_trainer(
         train_blind=data_args.train_blind,
         images_per_sequence=data_args.images_per_sequence,
     )
+
+
+def make_trainer(
+    model, processor, data_args, training_args, train_dataset, eval_dataset, callbacks: Sequence[TrainerCallback] = ()
+) -> FrozenTrainer:
+    """A [`FrozenTrainer`] over the caption data, with the collator the data arguments describe."""
+    collator = caption_collator(processor, data_args)
     callbacks = list(callbacks)
     if training_args.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=training_args.early_stopping_patience))
