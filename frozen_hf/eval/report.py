@@ -218,6 +218,7 @@ def _plot(records: Sequence[EvalRecord], folder: Path) -> list[Path]:
         panels = _ordered(panel for panel, _ in series)
         fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
         for ax, panel in zip(axes[0], panels):
+            ticks = set()
             for (p, name), points in series.items():
                 if p != panel:
                     continue
@@ -226,6 +227,8 @@ def _plot(records: Sequence[EvalRecord], folder: Path) -> list[Path]:
                 ys = [r.accuracy for r in points]
                 errors = [[r.accuracy - r.ci_low for r in points], [r.ci_high - r.accuracy for r in points]]
                 ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=name)
+                ticks.update(xs)
+            ax.set_xticks(sorted(ticks))  # whole shot counts, also on a panel with one of them
             ax.set_xlabel("inner-shots" if episodes else "shots")
             ax.set_ylabel("accuracy (%)")
             ax.set_ylim(0, 100)
