@@ -510,6 +510,15 @@ class FrozenForConditionalGeneration(FrozenPreTrainedModel, GenerationMixin):
             image_outputs=outputs.image_outputs,
         )
 
+
+# Why a reentrant checkpoint is refused, by the model and by the training arguments alike.
+REENTRANT_CHECKPOINTING_REFUSAL = (
+    "Frozen models use non-reentrant activation checkpointing only: with use_reentrant=True, a trainable layer "
+    "whose inputs need no gradient (above a frozen part of the vision backbone, or LoRA adapters in the frozen "
+    "LM) silently gets no gradient. Drop use_reentrant from the checkpointing kwargs."
+)
+
+
 def non_reentrant_checkpoint(function=None):
     """`function` (`torch.utils.checkpoint.checkpoint`, or transformers' partial of it) with `use_reentrant=False`.
 
@@ -519,11 +528,7 @@ def non_reentrant_checkpoint(function=None):
     if function is None:
         from torch.utils.checkpoint import checkpoint as function
     if isinstance(function, functools.partial) and function.keywords.get("use_reentrant"):
-        raise ValueError(
-            "Frozen models use non-reentrant activation checkpointing only: with use_reentrant=True, a trainable layer "
-            "whose inputs need no gradient (above a frozen part of the vision backbone, or LoRA adapters in the frozen "
-            "LM) silently gets no gradient. Drop use_reentrant from the checkpointing kwargs."
-        )
+        raise ValueError(REENTRANT_CHECKPOINTING_REFUSAL)
     return functools.partial(function, use_reentrant=False)
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import logging
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -285,10 +285,10 @@ class FrozenTrainingArguments(TrainingArguments):
             value = getattr(self, name, None) or {}
             checkpointing.update(json.loads(value) if isinstance(value, str) else value)
         if checkpointing.get("use_reentrant"):
+            from ..modeling_frozen import REENTRANT_CHECKPOINTING_REFUSAL
+
             raise TrainingConfigError(
-                "use_reentrant=True in the activation checkpointing kwargs: Frozen checkpoints non-reentrantly only, "
-                "since a reentrant checkpoint silently gives no gradient to a trainable layer whose inputs need none "
-                "(above a frozen part of the backbone, LoRA in the frozen LM). Drop use_reentrant."
+                f"use_reentrant=True in the activation checkpointing kwargs. {REENTRANT_CHECKPOINTING_REFUSAL}"
             )
 
 
