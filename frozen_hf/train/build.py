@@ -5,7 +5,8 @@
 applies the options of the paper's ablations and their descendants: a frozen pretrained backbone with only the
 projection trained (LIMBER-style, [`freeze_vision_backbone`]) or its first layers only ([`freeze_vision_layers`]);
 LoRA adapters on the LM ("Frozen finetuned", cheaply, [`add_lora`]); the LM re-initialised and trained ("Frozen
-scratch", [`reinitialise_language_model`]). The frozen LM may be loaded quantized ([`quantization_config_from_spec`]). Train-blind lives in the collator.
+scratch", [`reinitialise_language_model`]). The frozen LM may be loaded quantized ([`quantization_config_from_spec`]).
+Train-blind lives in the collator.
 """
 
 from __future__ import annotations
