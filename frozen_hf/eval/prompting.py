@@ -82,6 +82,10 @@ SEGMENT_SEPARATOR = "\n"
 # The paper's query: the model answers by completing the support captions' pattern.
 OPEN_ENDED_QUERY = "Q: What is this? A: This is a"
 ORACLE_STRENGTHS = ("full", "category")
+# The VQA wording that the compact and adjacent layouts share: asked for one word, with "Answer:" on a line of its
+# own, the small bundled LM answers at all.
+_ONE_WORD_VQA_QUERY = "Question: {question} Answer in one word.\nAnswer:"
+_ONE_WORD_VQA_SHOT = _ONE_WORD_VQA_QUERY + " {answer}"
 
 
 @dataclass(frozen=True)
@@ -119,9 +123,10 @@ LAYOUTS: dict[str, PromptLayout] = {
         joiner="",
         binding_support=": {name}",
         binding_query=":",
-        fast_vqa_query=" Question: {question} Answer in one word.\nAnswer:",
-        vqa_shot=" Question: {question} Answer in one word.\nAnswer: {answer}",
-        vqa_query=" Question: {question} Answer in one word.\nAnswer:",
+        # With no joiner, the text brings its own space after the image marker.
+        fast_vqa_query=" " + _ONE_WORD_VQA_QUERY,
+        vqa_shot=" " + _ONE_WORD_VQA_SHOT,
+        vqa_query=" " + _ONE_WORD_VQA_QUERY,
     ),
     # Nothing between an image and its name: the name stands where caption training put the image's first word,
     # and the query ends on its image, as a caption prompt does.
@@ -130,9 +135,9 @@ LAYOUTS: dict[str, PromptLayout] = {
         joiner=" ",
         binding_support="{name}",
         binding_query="",
-        fast_vqa_query="Question: {question} Answer in one word.\nAnswer:",
-        vqa_shot="Question: {question} Answer in one word.\nAnswer: {answer}",
-        vqa_query="Question: {question} Answer in one word.\nAnswer:",
+        fast_vqa_query=_ONE_WORD_VQA_QUERY,
+        vqa_shot=_ONE_WORD_VQA_SHOT,
+        vqa_query=_ONE_WORD_VQA_QUERY,
     ),
 }
 
@@ -366,10 +371,7 @@ def open_ended_prompts(
     layout = get_layout(layout)
     if names is None:
         names = list(dict.fromkeys(support_names))
-    support = _image_segments(
-        [binding_support_text(name, layout) for name in support_names], support_images,
-        support_descriptions, support_categories, layout, "support",
-    )
+    support = _binding_support(support_names, support_images, support_descriptions, support_categories, layout)
     queries = _image_segments(
         [layout.binding_query if query_text is None else query_text] * len(query_images), query_images,
         query_descriptions, query_categories, layout, "query",
@@ -382,6 +384,18 @@ def open_ended_prompts(
         targets=targets,
         candidates=names,
     )
+
+
+def _binding_support(
+    names: Sequence[str],
+    images: Sequence[Any],
+    descriptions: Sequence[str | None] | None,
+    categories: Sequence[str | None] | None,
+    layout: PromptLayout,
+) -> list[Segment]:
+    """A fast-binding support set: each image followed by its name (``<image> This is a dax.``, paper layout)."""
+    texts = [binding_support_text(name, layout) for name in names]
+    return _image_segments(texts, images, descriptions, categories, layout, "support")
 
 
 def _image_segments(
@@ -448,10 +462,7 @@ def fast_vqa_prompts(
     layout = get_layout(layout)
     texts = [layout.fast_vqa_query.format(question=question.strip()) for question in questions]
     queries = _image_segments(texts, query_images, query_descriptions, None, layout, "query")
-    support = _image_segments(
-        [binding_support_text(name, layout) for name in support_names], support_images,
-        support_descriptions, support_categories, layout, "support",
-    )
+    support = _binding_support(support_names, support_images, support_descriptions, support_categories, layout)
     if names is None:
         names = list(dict.fromkeys(support_names))
     return build_prompts(
