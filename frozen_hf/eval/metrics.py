@@ -2,8 +2,8 @@
 and caption BLEU / CIDEr.
 
 This is the one place where the scoring logic lives; the ``evaluate`` modules under
-``frozen_hf/eval/metric_modules/`` are thin wrappers that call these functions (load them with
-:func:`load_metric`).
+``frozen_hf/eval/metric_modules/`` are thin wrappers that call these functions and describe themselves with
+:func:`metric_module_info` (load them with :func:`load_metric`).
 
 VQA accuracy follows the official VQAv2 evaluation script (``vqaEval.py`` of the VQA API,
 BSD-2 licence): the same punctuation handling, number-word map, article removal and contraction
@@ -44,6 +44,7 @@ __all__ = [
     "caption_scores",
     "metric_module_path",
     "load_metric",
+    "metric_module_info",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -434,3 +435,26 @@ def load_metric(name: str, metrics_dir: Optional[Union[str, Path]] = None, **kwa
     import evaluate
 
     return evaluate.load(str(metric_module_path(name, metrics_dir)), **kwargs)
+
+
+def metric_module_info(
+    description: str, citation: str, inputs_description: str, *, many_references: bool, **info: Any
+) -> "evaluate.MetricInfo":
+    """The ``MetricInfo`` of one of the modules in ``metric_modules/``: the predictions are strings, each reference a
+    string or (``many_references``) a list of strings; ``info`` adds other ``MetricInfo`` fields."""
+    import datasets
+    import evaluate
+
+    reference = datasets.Value("string")
+    return evaluate.MetricInfo(
+        description=description,
+        citation=citation,
+        inputs_description=inputs_description,
+        features=datasets.Features(
+            {
+                "predictions": datasets.Value("string"),
+                "references": datasets.Sequence(reference) if many_references else reference,
+            }
+        ),
+        **info,
+    )

@@ -6,10 +6,9 @@ no Java). Both run on COCO-style tokenized, lowercased captions.
 
 from typing import Dict, List, Sequence
 
-import datasets
 import evaluate
 
-from frozen_hf.eval.metrics import caption_scores
+from frozen_hf.eval.metrics import caption_scores, metric_module_info
 
 _DESCRIPTION = """\
 Corpus caption metrics: BLEU-4 (sacrebleu, 0-100) and CIDEr-D (pycocoevalcap, COCO scale where
@@ -51,17 +50,7 @@ class CaptionMetrics(evaluate.Metric):
     """BLEU-4 and CIDEr-D over a corpus of captions."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Value("string"),
-                    "references": datasets.Sequence(datasets.Value("string")),
-                }
-            ),
-        )
+        return metric_module_info(_DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION, many_references=True)
 
     def _compute(
         self,

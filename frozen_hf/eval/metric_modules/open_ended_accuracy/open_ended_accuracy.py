@@ -2,10 +2,9 @@
 
 from typing import Any, Dict, List
 
-import datasets
 import evaluate
 
-from frozen_hf.eval.metrics import open_ended_accuracy
+from frozen_hf.eval.metrics import open_ended_accuracy, metric_module_info
 
 _DESCRIPTION = """\
 Exact match for open-ended naming (Open-Ended / Real-Name miniImageNet and their Shapes analogs):
@@ -44,14 +43,7 @@ class OpenEndedAccuracy(evaluate.Metric):
     """Open-ended naming accuracy."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
-            ),
-        )
+        return metric_module_info(_DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION, many_references=False)
 
     def _compute(
         self, predictions: List[str], references: List[str], strip_articles: bool = True

@@ -2,10 +2,9 @@
 
 from typing import Any, Dict, List
 
-import datasets
 import evaluate
 
-from frozen_hf.eval.metrics import mean_vqa_accuracy
+from frozen_hf.eval.metrics import mean_vqa_accuracy, metric_module_info
 
 _DESCRIPTION = """\
 VQA accuracy with the official VQAv2 answer normalization (punctuation, number words, articles,
@@ -44,16 +43,8 @@ class VqaAccuracy(evaluate.Metric):
     """VQA accuracy over a set of questions."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Value("string"),
-                    "references": datasets.Sequence(datasets.Value("string")),
-                }
-            ),
+        return metric_module_info(
+            _DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION, many_references=True,
             reference_urls=["https://visualqa.org/evaluation.html"],
         )
 
