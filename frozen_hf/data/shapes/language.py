@@ -183,6 +183,12 @@ def _reference_answers(rng: np.random.Generator, answer: str) -> list[str]:
 _NUMBER_WORDS = {1: "1", 2: "2", 3: "3", 4: "4"}
 
 
+def _either_phrasing(rng: np.random.Generator, short_is_unambiguous: bool, short: str, long: str) -> str:
+    """``short`` half the time where it names the object unambiguously, else ``long``, so that both phrasings
+    occur. A random number is drawn only where ``short`` may be asked, which keeps the question streams fixed."""
+    return short if short_is_unambiguous and rng.random() < 0.5 else long
+
+
 def make_vqa_question(
     rng: np.random.Generator, scene: Scene, question_types: Sequence[str] = VQA_QUESTION_TYPES
 ) -> dict[str, Any]:
@@ -199,16 +205,14 @@ def make_vqa_question(
         colour_unique = sum(o.colour == target.colour for o in objs) == 1
         where = POSITION_PHRASES[target.position]
         if qtype == "colour":
-            if shape_unique and rng.random() < 0.5:
-                question = f"What colour is the {target.shape}?"
-            else:
-                question = f"What colour is the {target.shape} {where}?"
+            question = _either_phrasing(
+                rng, shape_unique, f"What colour is the {target.shape}?", f"What colour is the {target.shape} {where}?"
+            )
             answer = target.colour
         elif qtype == "shape":
-            if colour_unique and rng.random() < 0.5:
-                question = f"What shape is the {target.colour} object?"
-            else:
-                question = f"What shape is {where}?"
+            question = _either_phrasing(
+                rng, colour_unique, f"What shape is the {target.colour} object?", f"What shape is {where}?"
+            )
             answer = target.shape
         elif qtype == "position":
             same = [o for o in objs if o.shape == target.shape and o.colour == target.colour]
