@@ -112,7 +112,7 @@ class FrozenProcessor(ProcessorMixin):
         )
         if images is None or text is None:
             return images, text, videos, audio
-        per_sample = _images_per_sample(images, len(text))
+        per_sample = _images_per_sample(images, text, self.image_token)
         if per_sample is not None:
             text = [
                 self.image_token * len(sample_images) + sample_text
@@ -137,7 +137,7 @@ class FrozenProcessor(ProcessorMixin):
                 "(an image with text='' is captioned)."
             )
         if images is not None:
-            per_sample = _images_per_sample(images, len(text))
+            per_sample = _images_per_sample(images, text, self.image_token)
             if per_sample is not None:
                 for index, (sample_text, sample_images) in enumerate(zip(text, per_sample)):
                     markers = sample_text.count(self.image_token)
@@ -198,21 +198,41 @@ class FrozenProcessor(ProcessorMixin):
             vision_data["num_image_patches"] = [1] * len(image_sizes)
         return MultiModalData(**vision_data)
 
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
+        # With remote code registered, transformers' save sets the processor's `auto_map` for the file it writes and
+        # leaves it set, so that saving would change the processor (its `to_dict()` then differs from the reloaded
+        # one's, which never carries it). The attribute is kept only for the write.
+        had_auto_map = "auto_map" in self.__dict__
+        try:
+            return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        finally:
+            if not had_auto_map:
+                self.__dict__.pop("auto_map", None)
+
     @property
     def model_input_names(self) -> list[str]:
         return ["input_ids", "attention_mask", "pixel_values"]
 
 
-def _images_per_sample(images, batch_size: int) -> list[list] | None:
-    """Splits nested `images` into one list per sample; `None` when images are given flat."""
+def _images_per_sample(images, texts: list[str], image_token: str) -> list[list] | None:
+    """Splits nested `images` into one list per text; `None` when images are given flat."""
     if isinstance(images, (list, tuple)) and images and all(isinstance(item, (list, tuple)) for item in images):
-        if len(images) != batch_size:
+        if len(images) != len(texts):
+            num_images = sum(len(item) for item in images)
+            num_markers = sum(text.count(image_token) for text in texts)
+            # The first sentence is transformers' own wording for this mismatch, which its processor tests expect.
+            totals = (
+                f"The total number of {image_token} tokens in the prompts should be the same as the number of images "
+                f"passed ({num_markers} and {num_images}). "
+                if num_markers != num_images
+                else ""
+            )
             raise ValueError(
-                f"Got image lists for {len(images)} samples but {batch_size} texts: pass one (possibly empty) "
+                f"{totals}Got image lists for {len(images)} samples but {len(texts)} texts: pass one (possibly empty) "
                 "list of images per text."
             )
         return [list(item) for item in images]
-    if batch_size == 1:
+    if len(texts) == 1:
         return [make_flat_list_of_images(images) if _has_images(images) else []]
     return None
 
