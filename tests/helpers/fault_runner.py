@@ -38,6 +38,17 @@ def vision_state(output_dir: str | os.PathLike) -> dict[str, torch.Tensor]:
     return {k: v for k, v in weights.items() if k.startswith(TRAINED_PREFIXES)}
 
 
+def write_run_config(assets: dict, folder: Path, name: str, **values) -> tuple[str, Path]:
+    """A training config `folder/<name>.yaml` on the tiny ResNet and the assets' LM and captions, writing to
+    `folder/<name>`; `values` set what a test module varies (length, saving, logging, policies).
+    Returns `(config path, output folder)`."""
+    from tests.helpers.tiny_training import TINY_RESNET, tiny_config_values, write_yaml
+
+    out = folder / name
+    config = tiny_config_values(assets["lm"], assets["data"], str(out), **{"vision_config": TINY_RESNET, **values})
+    return write_yaml(folder / f"{name}.yaml", config), out
+
+
 def reference_run_assets(root: Path, make_config) -> tuple[dict, Path]:
     """The tiny LM and caption folder of a fault test module under `root`, and its uninterrupted reference run:
     `make_config(assets, root, "reference")` gives `(config path, output folder)`; returns the assets and that folder.

@@ -21,25 +21,16 @@ from safetensors.torch import load_file
 
 from frozen_hf.train.checkpoints import last_complete_checkpoint
 
-from tests.helpers.fault_runner import reference_run_assets, run_training_subprocess, vision_state
-from tests.helpers.tiny_training import (
-    TINY_RESNET,
-    tiny_config_values,
-    write_yaml,
-)
+from tests.helpers.fault_runner import reference_run_assets, run_training_subprocess, vision_state, write_run_config
 
 STEPS, SAVE_EVERY = 8, 3
 NONFINITE_EXIT = 3
 
 
 def _config(assets: dict, folder: Path, name: str, **extra) -> tuple[str, Path]:
-    out = folder / name
-    values = tiny_config_values(
-        assets["lm"], assets["data"], str(out),
-        max_steps=STEPS, save_steps=SAVE_EVERY, save_total_limit=3, vision_config=TINY_RESNET, logging_steps=1,
-        **extra,
+    return write_run_config(
+        assets, folder, name, max_steps=STEPS, save_steps=SAVE_EVERY, save_total_limit=3, logging_steps=1, **extra
     )
-    return write_yaml(folder / f"{name}.yaml", values), out
 
 
 @pytest.fixture(scope="module")
