@@ -38,10 +38,21 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _truncate_half(path: str) -> None:
-    size = os.path.getsize(path)
-    with open(path, "r+b") as handle:
-        handle.truncate(size // 2)
+def _die_after_writing_half(owner: type, method: str, filename: str, due) -> None:
+    """Patches ``owner.method(self, output_dir, ...)``, a save into a checkpoint folder, so that on its due call it
+    leaves ``filename`` there half written and dies, as a kill in the middle of writing that file would."""
+    save = getattr(owner, method)
+
+    def save_then_die(self, output_dir=None, *args, **kwargs):
+        result = save(self, output_dir, *args, **kwargs)
+        if output_dir and Path(output_dir).name.startswith("checkpoint-") and due():
+            path = os.path.join(output_dir, filename)
+            with open(path, "r+b") as handle:
+                handle.truncate(os.path.getsize(path) // 2)
+            _die()
+        return result
+
+    setattr(owner, method, save_then_die)
 
 
 def install(point: str, occurrence: int) -> None:
@@ -69,25 +80,9 @@ def install(point: str, occurrence: int) -> None:
 
         FrozenTrainer._guard_optimizer_step = guarded
     elif point == "model_file":
-        save = FrozenTrainer._save
-
-        def save_then_die(self, output_dir=None, state_dict=None):
-            save(self, output_dir, state_dict)
-            if output_dir and Path(output_dir).name.startswith("checkpoint-") and due():
-                _truncate_half(os.path.join(output_dir, "model.safetensors"))
-                _die()
-
-        FrozenTrainer._save = save_then_die
+        _die_after_writing_half(FrozenTrainer, "_save", "model.safetensors", due)
     elif point == "optimizer_file":
-        save = Trainer._save_optimizer_and_scheduler
-
-        def save_then_die(self, output_dir):
-            save(self, output_dir)
-            if due():
-                _truncate_half(os.path.join(output_dir, "optimizer.pt"))
-                _die()
-
-        Trainer._save_optimizer_and_scheduler = save_then_die
+        _die_after_writing_half(Trainer, "_save_optimizer_and_scheduler", "optimizer.pt", due)
     elif point == "before_marker":
         write_json = checkpoints.write_json_atomic
 
