@@ -1,4 +1,4 @@
-"""Timing, memory and table helpers shared by every benchmark.
+"""Timing, memory, table and results-file helpers shared by every benchmark.
 
 Timings are taken side by side: every contender runs once per round, in an order that alternates between rounds,
 so that load from other processes on a shared machine hits all contenders alike. Ratios are the median over rounds
@@ -207,3 +207,10 @@ def _fmt_met(met: bool | None) -> str:
 
 def mb(nbytes: float) -> float:
     return nbytes / 2**20
+
+
+def write_json(path: str | None, value: object, **dump_options) -> None:
+    """Writes a benchmark's results as JSON to the file its command line named (``--json``, ``--output``), if any."""
+    if path:
+        with open(path, "w") as file:
+            json.dump(value, file, **dump_options)

@@ -21,7 +21,9 @@ from transformers import AutoModelForCausalLM, ConvNextConfig, LlamaConfig, ResN
 
 from frozen_hf import FrozenConfig, FrozenForConditionalGeneration
 
-from .common import held_tensors, interleaved_times, median, paired_ratio, peak_call_bytes, unique_tensor_bytes
+from .common import (
+    held_tensors, interleaved_times, median, paired_ratio, peak_call_bytes, unique_tensor_bytes, write_json,
+)
 
 
 def llama_1b_config(vocab_size: int = 32000) -> LlamaConfig:
@@ -145,9 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "wall_s": time.perf_counter() - start,
     }
     print(json.dumps(result, indent=1))
-    if args.output:
-        with open(args.output, "w") as file:
-            json.dump(result, file, indent=1)
+    write_json(args.output, result, indent=1)
     return 0
 
 

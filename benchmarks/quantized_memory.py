@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
-import json
 import sys
 import tempfile
 import time
@@ -38,7 +37,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .common import held_tensors, mb, peak_call_bytes, unique_tensor_bytes
+from .common import held_tensors, mb, peak_call_bytes, unique_tensor_bytes, write_json
 
 # Contender name -> how its LM is loaded (FrozenModelArguments fields).
 VARIANTS: dict[str, dict] = {
@@ -197,9 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"config {args.config} {' '.join(overrides)}: {result['meta']['batch']}; LM {result['meta']['language_model']}")
     print(format_table(result))
     print(f"({result['meta']['wall_seconds']} s wall, torch {torch.__version__}, {torch.get_num_threads()} threads)")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=2)
+    write_json(args.json, result, indent=2)
     return 0
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import resource
@@ -22,7 +21,7 @@ from collections.abc import Sequence
 import torch
 
 from . import data_pipeline, few_shot, generation, training
-from .common import Results, format_table
+from .common import Results, format_table, write_json
 from .models import LANGUAGE_MODEL_NOTES, SIZES
 
 BENCHMARKS = ("train", "generate", "fewshot", "data")
@@ -137,9 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.output:
         with open(args.output, "w") as file:
             file.write(text)
-    if args.json:
-        with open(args.json, "w") as file:
-            json.dump(raw, file, indent=1, default=str)
+    write_json(args.json, raw, indent=1, default=str)
     return 0
 
 
