@@ -387,11 +387,8 @@ def open_ended_prompts(
 
 
 def _binding_support(
-    names: Sequence[str],
-    images: Sequence[Any],
-    descriptions: Sequence[str | None] | None,
-    categories: Sequence[str | None] | None,
-    layout: PromptLayout,
+    names: Sequence[str], images: Sequence[Any], descriptions: Sequence[str | None] | None,
+    categories: Sequence[str | None] | None, layout: PromptLayout,
 ) -> list[Segment]:
     """A fast-binding support set: each image followed by its name (``<image> This is a dax.``, paper layout)."""
     texts = [binding_support_text(name, layout) for name in names]
