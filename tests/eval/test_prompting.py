@@ -8,21 +8,9 @@ import torch
 from PIL import Image
 
 from frozen_hf.data import shapes
-from frozen_hf.eval.prompting import (
-    IMAGE_MARKER,
-    LAYOUTS,
-    OPEN_ENDED_QUERY,
-    Prompt,
-    Segment,
-    build_prompts,
-    caption_prompts,
-    fast_vqa_prompts,
-    open_ended_prompts,
-    task_induction_text,
-    to_blind,
-    to_text_oracle,
-    vqa_prompts,
-)
+from frozen_hf.eval.prompting import IMAGE_MARKER, LAYOUTS, OPEN_ENDED_QUERY, Prompt, Segment, build_prompts
+from frozen_hf.eval.prompting import caption_prompts, fast_vqa_prompts, open_ended_prompts, task_induction_text
+from frozen_hf.eval.prompting import to_blind, to_text_oracle, vqa_prompts
 
 
 def coloured(n: int) -> list[Image.Image]:
