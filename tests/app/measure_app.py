@@ -31,24 +31,32 @@ def _timed_binding(page, ways: int, seed: int) -> dict:
             "app_status": status, "answer": value(page, "binding-answer")}
 
 
+def _screenshot(page, path: str) -> None:
+    """A full-page screenshot once no output is still dimmed: Gradio marks the outputs of a running event
+    ``.pending`` (opacity 0.2, a 0.15 s transition), and the status line can be new before the others are."""
+    page.wait_for_function("() => !document.querySelector('.pending')")
+    page.wait_for_timeout(500)
+    page.screenshot(path=path, full_page=True)
+
+
 def _screenshots(page, folder: str) -> None:
     """Every tab after one request: binding as measured, the others on a held-out Shapes image."""
     from frozen_hf.app import shapes_binding_example
 
-    page.screenshot(path=os.path.join(folder, "app-binding.png"), full_page=True)
+    _screenshot(page, os.path.join(folder, "app-binding.png"))
     image = os.path.join(tempfile.mkdtemp(), "shapes-query.png")
     shapes_binding_example(ways=2, seed=4)["query_image"].save(image)
     open_tab(page, "Free prompt")
     fill(page, "free-text", "<image> This is a")
     upload(page, "free-images", [image])
     run(page, "free")
-    page.screenshot(path=os.path.join(folder, "app-free.png"), full_page=True)
+    _screenshot(page, os.path.join(folder, "app-free.png"))
     for tab, task in (("VQA", "vqa"), ("Captioning", "caption")):
         open_tab(page, tab)
         upload(page, f"{task}-image", image)
         fill(page, f"{task}-k", 3)
         run(page, task)
-        page.screenshot(path=os.path.join(folder, f"app-{task}.png"), full_page=True)
+        _screenshot(page, os.path.join(folder, f"app-{task}.png"))
 
 
 def main(argv=None) -> None:
