@@ -453,6 +453,12 @@ def retrieved_caption_prompts(
     return prompts
 
 
+def training_caption_style(model) -> str:
+    """The Shapes caption style a model was trained on (its config's training record), ``"varied"`` when unrecorded."""
+    record = getattr(model.config, "frozen_training", None) or {}
+    return record.get("shapes_caption_style") or "varied"
+
+
 def _with_metadata(prompt: Prompt, extra: dict[str, Any]) -> Prompt:
     from dataclasses import replace
 
@@ -465,12 +471,17 @@ SHOT_SELECTION_TASKS = ("shapes_vqa", "shapes_captions")
 
 
 def shapes_task_with_shots(task: str, settings, model, processor, *, selection: str = "retrieved",
-                           index_dir: str | os.PathLike | None = None):
+                           index_dir: str | os.PathLike | None = None, caption_style: str | None = None):
     """A Shapes VQA or captioning task (``frozen_hf.eval.tasks.TaskData``) whose ``settings.shots`` shots per query
     are chosen by `selection` from the Shapes ``train`` pool, so that ``random`` and ``retrieved`` rows of the
     same k differ only in which shots they show. The queries, references and scoring are the task's own
     (``build_task``); the setting label reads e.g. ``"4-shot retrieved"``. The index is built with the model's
-    own vision encoder and stored in `index_dir` (default: the frozen-hf cache), reused while current."""
+    own vision encoder and stored in `index_dir` (default: the frozen-hf cache), reused while current.
+
+    Caption shots are worded in `caption_style` (``frozen_hf.data.shapes.CAPTION_STYLES``); by default in the style
+    the model was trained on (``config.frozen_training["shapes_caption_style"]``), else ``"varied"``. A shot in
+    another wording than the model's own captions leads it away from them.
+    """
     from dataclasses import replace
 
     from frozen_hf.bundled import frozen_hf_cache_dir
@@ -490,9 +501,13 @@ def shapes_task_with_shots(task: str, settings, model, processor, *, selection: 
     kind = "vqa" if task == "shapes_vqa" else "captions"
     # The same pool size as the task's own random shots use.
     pool_rows = max(200, 4 * k)
-    pool = load_shapes(kind, "train", num_samples=pool_rows, image_size=size, seed=settings.seed)
+    style = {}
+    if kind == "captions":
+        style = {"caption_style": caption_style or training_caption_style(model)}
+    pool = load_shapes(kind, "train", num_samples=pool_rows, image_size=size, seed=settings.seed, **style)
     if index_dir is None:
-        index_dir = frozen_hf_cache_dir() / "retrieval" / f"shapes-{kind}-{pool_rows}-{size}px-seed{settings.seed}"
+        name = "-".join([f"shapes-{kind}", *style.values(), f"{pool_rows}-{size}px-seed{settings.seed}"])
+        index_dir = frozen_hf_cache_dir() / "retrieval" / name
     index = RetrievalIndex.build(pool, frozen_image_encoder(model, processor), index_dir=index_dir)
     queries = [p.suffix_images[0] for p in data.prompts]
     descriptions = [p.suffix_descriptions[0] for p in data.prompts]

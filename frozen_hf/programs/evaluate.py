@@ -27,6 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
+from frozen_hf.data.shapes import CAPTION_STYLES
 from frozen_hf.eval.record import merge_records
 from frozen_hf.eval.report import write_report
 from frozen_hf.eval.suites import SUITES, ModelError, evaluate_task, load_frozen, run_suite
@@ -53,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="shapes_vqa / shapes_captions with --shots: the shots drawn at random or the most similar "
                         "train images (frozen_hf.retrieval), from one pool; the report labels the rows '<k>-shot random' "
                         "/ '<k>-shot retrieved'")
+    p.add_argument("--caption-style", choices=CAPTION_STYLES, default=None,
+                   help="shapes_captions with --shot-selection: the wording of the shots' captions (default: the "
+                        "style the model was trained on, from its config; 'varied' when it is not recorded)")
     p.add_argument("--ways", type=int, default=2)
     p.add_argument("--inner-shots", type=int, default=1)
     p.add_argument("--repeats", type=int, default=1)
@@ -101,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ProtocolError(f"Unknown suite {args.suite!r}; choose from {', '.join(SUITES)}.")
         if args.suite is not None and args.shot_selection is not None:
             raise ProtocolError("--shot-selection applies to one --task (shapes_vqa or shapes_captions), not a suite.")
+        if args.caption_style is not None and (args.task != "shapes_captions" or args.shot_selection is None):
+            raise ProtocolError("--caption-style words the shots of --task shapes_captions with --shot-selection.")
 
         # 2. load the model
         model, processor = load_frozen(args.model, device=args.device, dtype=args.dtype)
@@ -120,7 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             from frozen_hf.retrieval import shapes_task_with_shots
 
-            data = shapes_task_with_shots(args.task, settings, model, processor, selection=args.shot_selection)
+            data = shapes_task_with_shots(
+                args.task, settings, model, processor, selection=args.shot_selection, caption_style=args.caption_style
+            )
         record = evaluate_task(
             model, processor, data, args.variant or "frozen",
             closed_ended=args.closed_ended, batch_size=args.batch_size, reuse_prefix_cache=not args.no_kv_reuse,

@@ -163,6 +163,7 @@ def save_trained_model(
         "caption_template": data_args.caption_template,
         "append_eos": data_args.append_eos,
         "dataset": data_args.dataset,
+        "shapes_caption_style": data_args.shapes_caption_style if data_args.dataset == "shapes" else None,
         "global_step": trainer.state.global_step,
     }
     state_dict = gathered_state_dict(trainer)

@@ -243,6 +243,31 @@ def test_evaluation_task_with_random_or_retrieved_shots(task, tmp_path):
         shapes_task_with_shots("shapes_open_ended", settings, model, processor)
 
 
+def test_caption_shots_are_worded_as_the_model_was_trained(tmp_path):
+    from frozen_hf.eval.tasks import TaskSettings
+
+    processor = tiny_processor()
+    model = tiny_model(processor)
+    settings = TaskSettings(shots=2, num_episodes=3, image_size=32)
+
+    def shot_captions(data) -> list[list[str]]:
+        # Each prompt: "<image> caption" per shot, then the query's "<image>".
+        return [[line.removeprefix(IMAGE_MARKER).strip() for line in p.text.split("\n")[:-1]] for p in data.prompts]
+
+    def pool_captions(data, style: str) -> list[list[str]]:
+        pool = load_shapes("captions", "train", num_samples=200, image_size=32, caption_style=style)
+        return [[pool[r["row"]]["caption"] for r in p.metadata["retrieved"]] for p in data.prompts]
+
+    untrained = shapes_task_with_shots("shapes_captions", settings, model, processor, index_dir=tmp_path / "varied")
+    assert shot_captions(untrained) == pool_captions(untrained, "varied")
+    model.config.frozen_training = {"shapes_caption_style": "shape_first"}
+    trained = shapes_task_with_shots("shapes_captions", settings, model, processor, index_dir=tmp_path / "trained")
+    assert shot_captions(trained) == pool_captions(trained, "shape_first") != pool_captions(trained, "varied")
+    chosen = shapes_task_with_shots("shapes_captions", settings, model, processor, index_dir=tmp_path / "canonical",
+                                    caption_style="canonical")
+    assert shot_captions(chosen) == pool_captions(chosen, "canonical")
+
+
 def test_evaluation_program_shot_selection(tmp_path, monkeypatch, capsys):
     from frozen_hf.eval.record import load_records
     from frozen_hf.programs.evaluate import main
@@ -260,3 +285,5 @@ def test_evaluation_program_shot_selection(tmp_path, monkeypatch, capsys):
     assert "2-shot random" in report and "2-shot retrieved" in report
     assert main(base[:4] + ["--task", "shapes_open_ended", "--shot-selection", "retrieved"]) == 2
     assert "applies to" in capsys.readouterr().err
+    assert main(base + ["--caption-style", "canonical"]) == 2
+    assert "--caption-style words the shots of --task shapes_captions" in capsys.readouterr().err
