@@ -58,7 +58,8 @@ class FrozenConfig(PreTrainedConfig):
         frozen_training (`dict`, *optional*):
             Provenance, set by training: the options that shaped what the model learnt (`dataset`, `train_blind`,
             `freeze_vision_backbone`, `vision_model_name_or_path`, `language_model_modification`,
-            `caption_template`, `append_eos`, `shapes_caption_style`, `global_step`). The full record is the run's `training_log.json`.
+            `caption_template`, `append_eos`, `shapes_caption_style`, `global_step`). The full record is the run's
+            `training_log.json`.
 
     Example:
 

@@ -34,5 +34,6 @@ cp "$GAPS/fetch_hub_objects_for_ci.py" "$ROOT/utils/fetch_hub_objects_for_ci.py"
 echo '{}' > "$ROOT/tests/utils/tiny_model_summary.json"
 # The mixins import "transformers" from <root>/src/transformers, as in transformers' own checkout: the installed one.
 mkdir -p "$ROOT/src"
-ln -s "$("$PYTHON" -c "import os, transformers; print(os.path.dirname(transformers.__file__))")" "$ROOT/src/transformers"
+INSTALLED=$("$PYTHON" -c "import os, transformers; print(os.path.dirname(transformers.__file__))")
+ln -s "$INSTALLED" "$ROOT/src/transformers"
 touch "$ROOT/ready"

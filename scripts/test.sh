@@ -8,7 +8,8 @@ bash scripts/setup_timm.sh
 bash scripts/setup_lowest.sh
 # Debian's headless Chromium and the app extras, for the browser test of the Gradio app (tests/app).
 bash scripts/setup_browser.sh
-# transformers' own common test files of the release in .venv, from its sdist on the package index (tests/transformers_suite).
+# transformers' own common test files of the release in .venv, from its sdist on the package index
+# (tests/transformers_suite).
 bash scripts/setup_transformers_tests.sh
 . .venv/bin/activate
 # The optional second bundled LM (Gemma 3 270M; Gemma Terms of Use apply), so its conversion is tested too.

@@ -32,8 +32,9 @@ class FrozenModelTester:
         self.image_token_id = self.vocab_size
         self.visual_prefix_length = visual_prefix_length
         self.text_config = LlamaConfig(
-            vocab_size=self.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-            intermediate_size=37, hidden_act="gelu", max_position_embeddings=512, initializer_range=0.02,
+            vocab_size=self.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, intermediate_size=37, hidden_act="gelu", max_position_embeddings=512,
+            initializer_range=0.02,
             pad_token_id=self.pad_token_id, bos_token_id=2, eos_token_id=2,
         )
         self.vision_config = CLIPVisionConfig(
@@ -110,7 +111,8 @@ class FrozenForConditionalGenerationModelTest(ModelTesterMixin, PipelineTesterMi
         # outside it); the images then have no place in the text, and the model refuses them. Those forwards run on
         # the text alone, as they would for a text model.
         input_ids = inputs.get("input_ids")
-        if input_ids is not None and "pixel_values" in inputs and not (input_ids == self.model_tester.image_token_id).any():
+        placeholders_erased = input_ids is not None and not (input_ids == self.model_tester.image_token_id).any()
+        if placeholders_erased and "pixel_values" in inputs:
             inputs.pop("pixel_values")
         return inputs
 

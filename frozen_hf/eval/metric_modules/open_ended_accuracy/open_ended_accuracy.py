@@ -4,7 +4,7 @@ from typing import Any, Dict, List
 
 import evaluate
 
-from frozen_hf.eval.metrics import open_ended_accuracy, metric_module_info
+from frozen_hf.eval.metrics import metric_module_info, open_ended_accuracy
 
 _DESCRIPTION = """\
 Exact match for open-ended naming (Open-Ended / Real-Name miniImageNet and their Shapes analogs):
