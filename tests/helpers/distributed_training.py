@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from transformers import TrainerCallback  # noqa: E402
 
-from frozen_hf.programs.train import run_training  # noqa: E402
+from frozen_hf.programs.train import leave_distributed_run, run_training  # noqa: E402
 from frozen_hf.train.arguments import parse_arguments  # noqa: E402
 
 LANGUAGE_MODEL_PREFIXES = ("model.language_model.", "lm_head.")
@@ -72,6 +72,7 @@ def main(argv: list[str]) -> int:
     result = run_training(model_args, data_args, training_args, callbacks=[EngineRecorder()])
     if training_args.should_save:
         print(f"Trained {result.global_step} steps; output {result.output_dir}")
+    leave_distributed_run(0)
     return 0
 
 
