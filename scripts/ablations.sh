@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The ablation table on Shapes with the embedded default (SmolLM2-135M frozen, small ResNet from scratch):
-#   Frozen (n=2) | Frozen, blind at test time | train-blind | LoRA-finetuned LM | prefix length n=1 | n=4
+#   Frozen (n=4, the config's) | Frozen, blind at test time | train-blind | LoRA-finetuned LM | prefix length n=1 | n=2
 # Each variant is trained with the training program's options, then evaluated with the same "ablation" suite;
 # all rows go into one report: outputs/ablations/report/report.md (+ report.json, plots).
 #
 #   bash scripts/ablations.sh                  # trains 5 models (about 10 minutes each on 2 CPU cores) + eval
 #   EVAL_SCALE=0.5 bash scripts/ablations.sh   # fewer evaluation episodes
-#   BASE_MODEL=outputs/shapes-smollm2 bash scripts/ablations.sh   # reuse the demo's model as the n=2 row
+#   BASE_MODEL=outputs/shapes-smollm2 bash scripts/ablations.sh   # reuse the demo's model as the Frozen row
 #   JOBS=2 bash scripts/ablations.sh           # train two variants at a time, one thread each
 #
 # Already trained variants (a final config.json in their folder) are not trained again.
@@ -20,7 +20,7 @@ CONFIG=${CONFIG:-frozen_hf/configs/training/shapes-smollm2.yaml}
 OUT=${OUT:-outputs/ablations}
 EVAL_SCALE=${EVAL_SCALE:-1}
 REPORT="$OUT/report"
-BASE_MODEL=${BASE_MODEL:-$OUT/frozen-n2}
+BASE_MODEL=${BASE_MODEL:-$OUT/frozen}
 
 train() {  # train <folder> [training options...]
   local folder=$1; shift
@@ -61,15 +61,15 @@ queue "$BASE_MODEL"
 queue "$OUT/train-blind" --train_blind true
 queue "$OUT/lora" --lora true
 queue "$OUT/n1" --visual_prefix_length 1
-queue "$OUT/n4" --visual_prefix_length 4
+queue "$OUT/n2" --visual_prefix_length 2
 wait_all
 export OMP_NUM_THREADS=${EVAL_THREADS:-2}
 
-# The Frozen row also gives the test-time blind row and the text-oracle row (the same frozen LM for all).
-evaluate "$BASE_MODEL" "Frozen" frozen,blind,text_oracle
+# The Frozen row also gives the test-time blind row and the text-oracle rows (the same frozen LM for all).
+evaluate "$BASE_MODEL" "Frozen" frozen,blind,text_oracle,text_oracle_category
 evaluate "$OUT/train-blind" "Frozen, train-blind" frozen
 evaluate "$OUT/lora" "Frozen, LoRA-finetuned LM" frozen
 evaluate "$OUT/n1" "Frozen, n=1" frozen
-evaluate "$OUT/n4" "Frozen, n=4" frozen
+evaluate "$OUT/n2" "Frozen, n=2" frozen
 python -m frozen_hf.eval.report "$REPORT" --title "Ablations on Shapes (SmolLM2-135M)"
 echo "ablations: $(( $(date +%s) - start ))s; report: $REPORT/report.md"

@@ -70,12 +70,17 @@ def suite_cells(name: str) -> list[tuple[str, dict[str, Any], tuple[str, ...]]]:
                for k in (1, 3, 5)]
         )
     if name == "ablation":
-        # The columns of the ablation table: captioning, VQA and fast binding at 3 inner-shots.
+        # The columns of the ablation table, 100 queries each: captioning, and the demo suite's cells that show what
+        # the model reads (real names in the adjacent layout, fast VQA) and what it does not (open-ended binding,
+        # VQA 0-shot), in the layouts the demo suite reports them in.
         return [
-            ("shapes_captions", {"num_episodes": 40}, ("frozen", "blind")),
-            ("shapes_vqa", {"shots": 0, "num_episodes": 60}, ("frozen", "blind")),
-            ("shapes_open_ended", {"ways": 2, "inner_shots": 3, "num_episodes": 12}, VARIANTS),
-            ("shapes_open_ended", {"ways": 5, "inner_shots": 3, "num_episodes": 5}, VARIANTS),
+            ("shapes_captions", {"num_episodes": 100, "layout": "paper"}, ("frozen", "blind")),
+            ("shapes_real_name", {"ways": 5, "inner_shots": 1, "num_episodes": 20, "layout": "adjacent"},
+             ("frozen", "blind", "text_oracle_category")),
+            ("shapes_open_ended", {"ways": 5, "inner_shots": 3, "num_episodes": 20, "layout": "compact"}, VARIANTS),
+            ("shapes_fast_vqa", {"ways": 2, "inner_shots": 1, "num_episodes": 100, "layout": "compact"},
+             VQA_VARIANTS),
+            ("shapes_vqa", {"shots": 0, "num_episodes": 100, "layout": "compact"}, VQA_VARIANTS),
         ]
     raise ProtocolError(f"Unknown suite {name!r}; choose from {', '.join(SUITES)}.")
 
