@@ -364,10 +364,6 @@ def open_ended_prompts(
         layout: a :class:`PromptLayout` or its name in ``LAYOUTS``.
         query_text: the query's text after its image (default: the layout's).
     """
-    if len(support_images) != len(support_names):
-        raise ValueError(f"Got {len(support_images)} support images but {len(support_names)} support names.")
-    if not support_images:
-        raise ValueError("A fast-binding episode needs a support set (inner_shots >= 1).")
     layout = get_layout(layout)
     if names is None:
         names = list(dict.fromkeys(support_names))
@@ -391,6 +387,10 @@ def _binding_support(
     categories: Sequence[str | None] | None, layout: PromptLayout,
 ) -> list[Segment]:
     """A fast-binding support set: each image followed by its name (``<image> This is a dax.``, paper layout)."""
+    if len(images) != len(names):
+        raise ValueError(f"Got {len(images)} support images but {len(names)} support names.")
+    if not images:
+        raise ValueError("A fast-binding episode needs a support set (inner_shots >= 1).")
     texts = [binding_support_text(name, layout) for name in names]
     return _image_segments(texts, images, descriptions, categories, layout, "support")
 

@@ -157,10 +157,14 @@ def test_text_oracle_needs_descriptions():
 
 def test_bad_inputs():
     images = coloured(3)
-    with pytest.raises(ValueError, match="support names"):
+    with pytest.raises(ValueError, match="Got 2 support images but 1 support names"):
         open_ended_prompts(images[:2], ["dax"], images[2:])
+    with pytest.raises(ValueError, match="Got 2 support images but 3 support names"):
+        fast_vqa_prompts(images[:2], ["dax", "wug", "fep"], images[2:], ["What colour is the dax?"])
     with pytest.raises(ValueError, match="support set"):
         open_ended_prompts([], [], images[2:])
+    with pytest.raises(ValueError, match="support set"):
+        fast_vqa_prompts([], [], images[2:], ["What colour is the dax?"])
     with pytest.raises(ValueError, match="repeats"):
         open_ended_prompts(images[:2], ["a", "b"], images[2:], repeats=0)
     with pytest.raises(ValueError, match="image marker"):
