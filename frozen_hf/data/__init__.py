@@ -1,1 +1,4 @@
-"""The data a Frozen model trains and is evaluated on: the collator, caption data sets, the Shapes world, the paper benchmarks' loaders."""
+"""The data a Frozen model trains and is evaluated on.
+
+The collator, the caption data sets, the Shapes world and the paper benchmarks' loaders.
+"""
