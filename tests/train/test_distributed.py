@@ -204,10 +204,11 @@ def test_fsdp_on_cpu_is_refused_with_the_engines_reason(runs):
     assert plugin["returncode"] != 0
     assert FSDP_PLUGIN_REFUSAL in plugin["stderr"]
     # The shipped config: accelerate would quietly train with CPU data parallelism; the program stops before training,
-    # with its config-error exit status, on every process.
+    # with its config-error exit status. Every process makes the same check, but the first to exit gets its siblings
+    # terminated by the launcher, so their messages may never be printed: at least one message, no process trained.
     fallback = runs["results"]["fsdp"]
     assert fallback["returncode"] != 0
-    assert fallback["stderr"].count(f"error: {FSDP_FALLBACK_REFUSAL}") == 2, fallback["stderr"][-4000:]
+    assert f"error: {FSDP_FALLBACK_REFUSAL}" in fallback["stderr"], fallback["stderr"][-4000:]
     assert "exitcode  : 2" in fallback["stderr"]
     assert not (fallback["output"] / "training_log.json").exists()
     assert not list(fallback["output"].glob("engine-rank*.json"))  # no training step began
