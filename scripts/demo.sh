@@ -29,8 +29,9 @@ else
   python -m training.train "$CONFIG" --output_dir "$OUT" --resume_from_checkpoint auto "$@"
 fi
 
-# The demo suite: 200 held-out captions (Frozen; 40 blind), VQA 0-shot, open-ended 2-/5-way with 1/3/5
-# inner-shots; Frozen, blind and text-oracle rows (evaluation/README.md).
+# The demo suite (frozen_hf/eval/suites.py, docs/evaluation.md): 200 held-out captions (40 blind), VQA 0-shot,
+# open-ended, real-name and fast-VQA binding at 100 queries a cell in the compact, paper and adjacent layouts;
+# Frozen, blind and both text-oracle rows.
 stamp "evaluation suite"
 python -m evaluation.run --model "$OUT" --suite demo --output "$OUT/eval"
 stamp "done: $OUT/eval/report.md, $OUT/loss_curve.png, TensorBoard: tensorboard --logdir $OUT/runs"
