@@ -14,7 +14,7 @@ import os
 from typing import TYPE_CHECKING
 
 from ..train.errors import TrainingConfigError
-from .collator import undecoded_images
+from .collator import EPISODE_IMAGES_COLUMN, undecoded_images
 
 if TYPE_CHECKING:
     from ..train.arguments import FrozenDataArguments
@@ -50,10 +50,63 @@ def _load_shapes(data_args, image_size: int):
         )
         train = concatenate_datasets([train.select_columns(["image", "caption"]), vqa])
         train = train.shuffle(seed=data_args.shapes_seed)
+    if data_args.shapes_binding_episodes:
+        episodes = _binding_training_episodes(data_args, common["image_size"])
+        train = concatenate_datasets([_with_episode_images_column(train.select_columns(["image", "caption"])), episodes])
+        train = train.shuffle(seed=data_args.shapes_seed)
     evaluation = None
     if data_args.eval_split:
         evaluation = load_shapes("captions", data_args.eval_split, num_samples=data_args.shapes_num_eval, **common)
     return train, evaluation
+
+
+def _with_episode_images_column(dataset):
+    from datasets import Image, List
+
+    return dataset.add_column(EPISODE_IMAGES_COLUMN, [[] for _ in range(len(dataset))], feature=List(Image()))
+
+
+def _binding_training_episodes(data_args, image_size: int):
+    """Fast-binding episodes of the training split as training rows: the whole prompt, answer included, in
+    ``caption`` (one image marker per image) and its images in ``episode_images``.
+
+    Episodes cycle through 2 .. ``shapes_binding_max_ways`` ways and 1 .. ``shapes_binding_max_shots`` inner shots,
+    with task induction, and are laid out by the one prompt builder in ``shapes_binding_layout``. Their names come
+    from ``TRAINING_NONSENSE_NAMES``, which no evaluation uses.
+    """
+    from datasets import Features, Image, List, Value, concatenate_datasets
+
+    from ..eval.prompting import open_ended_prompts
+    from .shapes import TRAINING_NONSENSE_NAMES, load_shapes
+
+    settings = [
+        (ways, shots)
+        for ways in range(2, data_args.shapes_binding_max_ways + 1)
+        for shots in range(1, data_args.shapes_binding_max_shots + 1)
+    ]
+    parts = []
+    for index, (ways, shots) in enumerate(settings):
+        count = data_args.shapes_binding_episodes // len(settings) + (index < data_args.shapes_binding_episodes % len(settings))
+        if count:
+            parts.append(
+                load_shapes(
+                    "open_ended", data_args.train_split, num_samples=count, image_size=image_size,
+                    seed=data_args.shapes_seed, ways=ways, inner_shots=shots, name_pool=TRAINING_NONSENSE_NAMES,
+                )
+            )
+
+    def as_training_row(episode):
+        (prompt,) = open_ended_prompts(
+            episode["support_images"], episode["support_names"], [episode["query_image"]],
+            task_induction=True, names=episode["names"], layout=data_args.shapes_binding_layout,
+        )
+        return {"image": None, "caption": f"{prompt.text} {episode['answer']}", EPISODE_IMAGES_COLUMN: prompt.images}
+
+    # PNG bytes pass through as they are, not decoded and encoded again.
+    episodes = concatenate_datasets(parts).cast_column("support_images", List(Image(decode=False)))
+    episodes = episodes.cast_column("query_image", Image(decode=False))
+    features = Features({"image": Image(), "caption": Value("string"), EPISODE_IMAGES_COLUMN: List(Image())})
+    return episodes.map(as_training_row, remove_columns=episodes.column_names, features=features)
 
 
 def _load_split(data_args, split: str):

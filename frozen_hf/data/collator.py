@@ -32,12 +32,16 @@ from ..processing_frozen import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 
+# A row with images in this column is a whole training sequence of its own (a fast-binding episode): its caption
+# column holds the full text with one image marker per image, and it is not packed with other rows.
+EPISODE_IMAGES_COLUMN = "episode_images"
 SKIPPED_IMAGES_KEY = "num_skipped_images"
 SKIPPED_CAPTIONS_KEY = "num_skipped_captions"
 COUNTER_KEYS = (SKIPPED_IMAGES_KEY, SKIPPED_CAPTIONS_KEY)
 
 __all__ = [
     "COUNTER_KEYS",
+    "EPISODE_IMAGES_COLUMN",
     "SKIPPED_CAPTIONS_KEY",
     "SKIPPED_IMAGES_KEY",
     "FrozenCaptionCollator",
@@ -147,6 +151,10 @@ class FrozenCaptionCollator:
             ``<image> caption 1\n<image> caption 2 ...`` (the last sequence of a batch may hold fewer). Caption
             training with one image per sequence always shows the image at position 0, right after nothing; a few-shot
             prompt shows images after text and after other images, which the frozen LM then reads differently.
+
+    A row whose ``episode_images`` column holds images is a sequence of its own: its caption is the whole text, one
+    image marker per image (a training binding episode, ``shapes_binding_episodes``). It is neither templated nor
+    packed; train-blind applies to it, and a row with an unreadable image is dropped whole.
     """
 
     processor: Any
@@ -178,12 +186,20 @@ class FrozenCaptionCollator:
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         images: list[Image.Image] = []
         captions: list[str] = []
+        episodes: list[tuple[str, list[Image.Image]]] = []
         skipped_images = skipped_captions = 0
         for row in rows:
             caption = _caption_text(row.get(self.caption_column))
             if caption is None:
                 skipped_captions += 1
                 self._warn_once("caption", f"Skipping a row with an empty or missing {self.caption_column!r}.")
+                continue
+            if row.get(EPISODE_IMAGES_COLUMN):
+                episode_images = self._episode_images(row[EPISODE_IMAGES_COLUMN], caption)
+                if episode_images is None:
+                    skipped_images += 1
+                else:
+                    episodes.append((caption, episode_images))
                 continue
             if self.train_blind:
                 image = self.blank_image
@@ -197,19 +213,36 @@ class FrozenCaptionCollator:
             images.append(image)
             captions.append(caption)
 
-        if not images:
+        if not images and not episodes:
             # Every row was bad. A batch of one black image whose labels are all ignored keeps
             # every process in step (DDP needs each one to run forward and backward); the trainer
             # gives it zero loss.
             batch = self._encode([self.blank_image], ["."])
             batch["labels"].fill_(IGNORE_INDEX)
         else:
-            batch = self._encode(images, captions)
+            batch = self._encode(images, captions, episodes)
         batch[SKIPPED_IMAGES_KEY] = torch.tensor(skipped_images, dtype=torch.long)
         batch[SKIPPED_CAPTIONS_KEY] = torch.tensor(skipped_captions, dtype=torch.long)
         return batch
 
-    def _encode(self, images: list[Image.Image], captions: list[str]) -> dict[str, torch.Tensor]:
+    def _episode_images(self, values: Sequence[Any], text: str) -> list[Image.Image] | None:
+        image_token = self.processor.image_token
+        if text.count(image_token) != len(values):
+            raise ValueError(
+                f"A training episode's text holds {text.count(image_token)} {image_token} markers for "
+                f"{len(values)} images in {EPISODE_IMAGES_COLUMN!r}."
+            )
+        if self.train_blind:
+            return [self.blank_image] * len(values)
+        try:
+            return [decode_image(value) for value in values]
+        except ImageDecodeError as err:
+            self._warn_once("image", f"Skipping an image that cannot be read ({err}); further ones are counted.")
+            return None
+
+    def _encode(
+        self, images: list[Image.Image], captions: list[str], episodes: Sequence[tuple[str, list[Image.Image]]] = ()
+    ) -> dict[str, torch.Tensor]:
         tokenizer = self.processor.tokenizer
         eos = tokenizer.eos_token if self.append_eos and tokenizer.eos_token else ""
         k = self.images_per_sequence
@@ -217,11 +250,15 @@ class FrozenCaptionCollator:
             "\n".join(self.caption_template.format(caption=caption) for caption in captions[i : i + k]) + eos
             for i in range(0, len(captions), k)
         ]
+        sequence_images = [images[i : i + k] for i in range(0, len(images), k)]
+        for text, episode_images in episodes:
+            texts.append(text + eos)
+            sequence_images.append(episode_images)
         kwargs: dict[str, Any] = {"padding": True, "return_tensors": "pt"}
         if self.max_length is not None:
             kwargs.update(truncation=True, max_length=self.max_length)
         with _tokenizer_state_kept(tokenizer):
-            batch = dict(self.processor(text=texts, images=[images[i : i + k] for i in range(0, len(images), k)], **kwargs))
+            batch = dict(self.processor(text=texts, images=sequence_images, **kwargs))
         batch["labels"] = self.processor.create_labels(batch["input_ids"], batch["attention_mask"])
         return batch
 
@@ -263,12 +300,17 @@ def undecoded_images(dataset, image_column: str):
     so that decoding (and any failure) happens in [`FrozenCaptionCollator`]."""
     from datasets import Image as ImageFeature
 
+    from datasets import List
+
     features = getattr(dataset, "features", None)
-    if features is None or image_column not in features:
+    if features is None:
         return dataset
-    feature = features[image_column]
+    feature = features.get(image_column)
     if isinstance(feature, ImageFeature) and feature.decode:
-        return dataset.cast_column(image_column, ImageFeature(decode=False))
+        dataset = dataset.cast_column(image_column, ImageFeature(decode=False))
+    episode_feature = getattr(features.get(EPISODE_IMAGES_COLUMN), "feature", None)
+    if isinstance(episode_feature, ImageFeature) and episode_feature.decode:
+        dataset = dataset.cast_column(EPISODE_IMAGES_COLUMN, List(ImageFeature(decode=False)))
     return dataset
 
 

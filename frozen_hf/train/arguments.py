@@ -212,6 +212,23 @@ class FrozenDataArguments:
             "image, scenes of 1-4 objects) instead of captions: the paper's Frozen-VQA variant, VQA data mixed in."
         },
     )
+    shapes_binding_episodes: int = field(
+        default=0,
+        metadata={
+            "help": "Shapes: fast-binding episodes of training images mixed into the training rows, each a training "
+            "sequence of its own (task induction, support images with names from TRAINING_NONSENSE_NAMES, which no "
+            "evaluation uses, then a query image and its name). 0 trains on captions alone, as the paper does."
+        },
+    )
+    shapes_binding_layout: str = field(
+        default="compact", metadata={"help": "Shapes: the prompt layout of the training binding episodes."}
+    )
+    shapes_binding_max_ways: int = field(
+        default=5, metadata={"help": "Shapes: training binding episodes cycle through 2 .. this many ways."}
+    )
+    shapes_binding_max_shots: int = field(
+        default=3, metadata={"help": "Shapes: training binding episodes cycle through 1 .. this many inner shots."}
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.eval_split, str) and self.eval_split.lower() in ("", "none", "null"):
@@ -228,6 +245,21 @@ class FrozenDataArguments:
             raise TrainingConfigError(f"images_per_sequence must be >= 1, got {self.images_per_sequence}.")
         if not 0.0 <= self.shapes_vqa_fraction <= 1.0:
             raise TrainingConfigError(f"shapes_vqa_fraction must be between 0 and 1, got {self.shapes_vqa_fraction}.")
+        if self.shapes_binding_episodes < 0:
+            raise TrainingConfigError(f"shapes_binding_episodes must be >= 0, got {self.shapes_binding_episodes}.")
+        from ..data.shapes import FEW_SHOT_SHAPES
+        from ..eval.prompting import LAYOUTS
+
+        if self.shapes_binding_layout not in LAYOUTS:
+            raise TrainingConfigError(
+                f"shapes_binding_layout must be one of {', '.join(LAYOUTS)}, got {self.shapes_binding_layout!r}."
+            )
+        if not 2 <= self.shapes_binding_max_ways <= len(FEW_SHOT_SHAPES):
+            raise TrainingConfigError(
+                f"shapes_binding_max_ways must be between 2 and {len(FEW_SHOT_SHAPES)}, got {self.shapes_binding_max_ways}."
+            )
+        if self.shapes_binding_max_shots < 1:
+            raise TrainingConfigError(f"shapes_binding_max_shots must be >= 1, got {self.shapes_binding_max_shots}.")
 
 
 @dataclass

@@ -519,3 +519,64 @@ def test_shapes_vqa_mixed_into_captioning():
     assert not any(c.startswith("Question: ") for c in rows(0.0))
     with pytest.raises(TrainingConfigError, match="shapes_vqa_fraction"):
         FrozenDataArguments(dataset="shapes", shapes_vqa_fraction=1.5)
+
+
+def test_shapes_binding_episodes_mixed_into_captioning():
+    from frozen_hf.data.captions import load_caption_datasets
+    from frozen_hf.data.collator import EPISODE_IMAGES_COLUMN
+    from frozen_hf.data.shapes import NONSENSE_NAMES, TRAINING_NONSENSE_NAMES
+    from frozen_hf.train.arguments import FrozenDataArguments
+
+    args = FrozenDataArguments(
+        dataset="shapes", shapes_num_train=16, shapes_binding_episodes=12, shapes_binding_layout="compact",
+        shapes_caption_style="shape_first", eval_split="none",
+    )
+    train, _ = load_caption_datasets(args, image_size=32)
+    assert len(train) == 28
+    episodes = [row for row in train if row[EPISODE_IMAGES_COLUMN]]
+    assert len(episodes) == 12
+    assert set(TRAINING_NONSENSE_NAMES).isdisjoint(NONSENSE_NAMES)
+    settings = set()
+    for row in episodes:
+        text = row["caption"]
+        lines = text.split("\n")
+        induction, support, query = lines[0], lines[1:-1], lines[-1]
+        names = induction.removeprefix("Answer with ").removesuffix(".").replace(" or ", ", ").split(", ")
+        assert set(names) <= set(TRAINING_NONSENSE_NAMES)
+        # one image per marker, each followed directly by its name; the query ends on the answer
+        assert text.count("<image>") == len(row[EPISODE_IMAGES_COLUMN]) == len(support) + 1
+        assert all(line.startswith("<image>: ") and line.removeprefix("<image>: ") in names for line in support)
+        assert query.startswith("<image>: ") and query.removeprefix("<image>: ") in names
+        settings.add((len(names), len(support) // len(names)))
+    # 12 episodes spread over 2..5 ways x 1..3 shots: each setting once
+    assert settings == {(ways, shots) for ways in range(2, 6) for shots in range(1, 4)}
+
+    processor = tiny_processor()
+    caption_row = next(row for row in train if not row[EPISODE_IMAGES_COLUMN])
+    batch = FrozenCaptionCollator(processor, images_per_sequence=8)([caption_row, episodes[-1], caption_row])
+    image_id = processor.image_token_id
+    # the two caption rows share one packed sequence; the episode is a sequence of its own
+    assert batch["input_ids"].shape[0] == 2
+    assert (batch["input_ids"] == image_id).sum(dim=1).tolist() == [4, 2 * len(episodes[-1][EPISODE_IMAGES_COLUMN])]
+    assert batch["pixel_values"].shape[0] == 2 + len(episodes[-1][EPISODE_IMAGES_COLUMN])
+    episode_ids = batch["input_ids"][1][batch["attention_mask"][1].bool()].tolist()
+    expected = processor(text=[episodes[-1]["caption"] + processor.tokenizer.eos_token],
+                         images=[[synthetic_image(0)] * len(episodes[-1][EPISODE_IMAGES_COLUMN])])
+    assert episode_ids == expected["input_ids"][0]
+
+    for bad, match in (
+        (dict(shapes_binding_episodes=-1), "shapes_binding_episodes must be >= 0"),
+        (dict(shapes_binding_layout="sideways"), "shapes_binding_layout must be one of paper, compact, adjacent"),
+        (dict(shapes_binding_max_ways=9), "shapes_binding_max_ways must be between 2 and 8"),
+        (dict(shapes_binding_max_shots=0), "shapes_binding_max_shots must be >= 1"),
+    ):
+        with pytest.raises(TrainingConfigError, match=match):
+            FrozenDataArguments(dataset="shapes", **bad)
+
+
+def test_training_episode_with_markers_out_of_step_is_refused():
+    from frozen_hf.data.collator import EPISODE_IMAGES_COLUMN
+
+    row = {"image": None, "caption": "<image>: lorp\n<image>: lorp", EPISODE_IMAGES_COLUMN: [synthetic_image(0)]}
+    with pytest.raises(ValueError, match="holds 2 <image> markers for 1 images in 'episode_images'"):
+        FrozenCaptionCollator(tiny_processor())([row])

@@ -16,6 +16,7 @@ from .world import (
     DEFAULT_NUM_SAMPLES,
     FAST_VQA_QUESTION_TYPES,
     HELD_OUT_COMBINATIONS,
+    NONSENSE_NAMES,
     SIDE_POSITIONS,
     SPLITS,
     TASKS,
@@ -113,7 +114,7 @@ def _scene_rows(
 def _episode_rows(
     task: str, split: str, num_samples: int, image_size: int, seed: int,
     ways: int, inner_shots: int, repeats: int, task_induction: bool, question_types: Sequence[str],
-    categories: str,
+    categories: str, name_pool: Sequence[str],
 ) -> dict[str, list]:
     if categories not in CATEGORY_SETS:
         raise ValueError(f"Unknown category set {categories!r}; valid sets: {', '.join(CATEGORY_SETS)}.")
@@ -128,7 +129,7 @@ def _episode_rows(
             episode = sample_fast_vqa_episode(rng, ways, inner_shots, repeats, image_size, question_types, shapes)
         else:
             names = "real" if task == "real_name" else "nonsense"
-            episode = sample_binding_episode(rng, ways, inner_shots, repeats, names, image_size, shapes)
+            episode = sample_binding_episode(rng, ways, inner_shots, repeats, names, image_size, shapes, name_pool)
         episode["episode_id"] = i
         episode["task_induction"] = bool(task_induction)
         for key in rows:
@@ -152,6 +153,7 @@ def load_shapes(
     repeats: int = 1,
     task_induction: bool = True,
     categories: str = "seen",
+    name_pool: Sequence[str] = NONSENSE_NAMES,
 ):
     """Generate a Shapes data set as a ``datasets.Dataset`` (images as an ``Image`` feature).
 
@@ -178,6 +180,8 @@ def load_shapes(
         categories: the episodes' category set: ``"seen"`` (``FEW_SHOT_SHAPES``, the caption shapes, as
             in the paper) or ``"novel"`` (``NOVEL_SHAPES``, never drawn in captions or vqa: the harder
             variant).
+        name_pool: the nonsense words that ``open_ended`` episodes name their categories with (default
+            ``NONSENSE_NAMES``, the evaluated ones; ``TRAINING_NONSENSE_NAMES`` for training episodes).
 
     Columns:
         captions: image, caption, description, objects (list of {shape, colour, size,
@@ -209,7 +213,7 @@ def load_shapes(
         if task == "fast_vqa" and (bad or not question_types):
             raise ValueError(f"Unknown fast_vqa question types {bad}; valid: {', '.join(FAST_VQA_QUESTION_TYPES)}.")
         rows = _episode_rows(task, split, num_samples, image_size, seed, ways, inner_shots, repeats,
-                             task_induction, question_types, categories)
+                             task_induction, question_types, categories, name_pool)
     else:
         if question_types is None:
             question_types = VQA_QUESTION_TYPES

@@ -66,22 +66,25 @@ def sample_binding_episode(
     names: str = "nonsense",
     image_size: int = 64,
     categories: Sequence[str] = FEW_SHOT_SHAPES,
+    name_pool: Sequence[str] = NONSENSE_NAMES,
 ) -> dict[str, Any]:
     """One fast-binding episode (open-ended / real-name), as a data set row (PNG bytes for images).
 
     ``ways`` categories are drawn from ``categories``; each gets ``inner_shots`` distinct support
-    images (random colour, size, position, rotation) and a name (a nonsense word, or the real
-    category name with ``names="real"``). The support set is shuffled, then shown ``repeats``
-    times in the same order. The query is a fresh image of one of the categories.
+    images (random colour, size, position, rotation) and a name (a nonsense word drawn from
+    ``name_pool``, or the real category name with ``names="real"``). The support set is shuffled,
+    then shown ``repeats`` times in the same order. The query is a fresh image of one of the categories.
     """
     _check_episode_options(ways, inner_shots, repeats, len(categories))
     if names not in ("nonsense", "real"):
         raise ValueError(f"names must be 'nonsense' or 'real', got {names!r}.")
+    if names == "nonsense" and len(set(name_pool)) < ways:
+        raise ValueError(f"ways={ways} needs at least {ways} distinct names, but name_pool has {len(set(name_pool))}.")
     chosen = [str(c) for c in rng.permutation(list(categories))[:ways]]
     if names == "real":
         labels = list(chosen)
     else:
-        labels = [str(n) for n in rng.permutation(list(NONSENSE_NAMES))[:ways]]
+        labels = [str(n) for n in rng.permutation(list(dict.fromkeys(name_pool)))[:ways]]
     name_of = dict(zip(chosen, labels))
     seen: set[int] = set()
     support = []

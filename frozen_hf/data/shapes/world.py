@@ -54,6 +54,13 @@ POSITION_PHRASES: dict[str, str] = {
 }
 
 NONSENSE_NAMES: tuple[str, ...] = ("dax", "blicket", "wug", "zup", "fep", "tove", "gorp", "mib", "kiki", "toma")
+# Names for binding episodes in training (``shapes_binding_episodes``), disjoint from ``NONSENSE_NAMES``: an evaluated
+# name is never one the model was trained to copy. Like those, each is two tokens for the bundled LMs.
+TRAINING_NONSENSE_NAMES: tuple[str, ...] = (
+    "lorp", "snib", "vek", "quall", "throp", "mep", "zav", "drin", "kell", "woz", "nuf", "jat", "borf", "yem", "sarp",
+    "tiv", "glim", "frap", "hux", "plon", "rell", "teb", "yorb", "nim", "spav", "wex", "marb", "jek", "sool", "grun",
+    "vop", "lant", "chib",
+)
 
 HELD_OUT_COMBINATIONS: frozenset[tuple[str, str]] = frozenset(
     {("circle", "green"), ("square", "yellow"), ("triangle", "purple")}
