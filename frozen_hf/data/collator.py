@@ -201,15 +201,10 @@ class FrozenCaptionCollator:
                 else:
                     episodes.append((caption, episode_images))
                 continue
-            if self.train_blind:
-                image = self.blank_image
-            else:
-                try:
-                    image = decode_image(row.get(self.image_column))
-                except ImageDecodeError as err:
-                    skipped_images += 1
-                    self._warn_once("image", f"Skipping an image that cannot be read ({err}); further ones are counted.")
-                    continue
+            image = self._training_image(row.get(self.image_column))
+            if image is None:
+                skipped_images += 1
+                continue
             images.append(image)
             captions.append(caption)
 
@@ -232,10 +227,21 @@ class FrozenCaptionCollator:
                 f"A training episode's text holds {text.count(image_token)} {image_token} markers for "
                 f"{len(values)} images in {EPISODE_IMAGES_COLUMN!r}."
             )
+        images = []
+        for value in values:
+            image = self._training_image(value)
+            if image is None:
+                return None
+            images.append(image)
+        return images
+
+    def _training_image(self, value: Any) -> Image.Image | None:
+        """The image a training row shows: black in train-blind mode (never decoded), else decoded; `None`, with a
+        warning the first time, when it cannot be read."""
         if self.train_blind:
-            return [self.blank_image] * len(values)
+            return self.blank_image
         try:
-            return [decode_image(value) for value in values]
+            return decode_image(value)
         except ImageDecodeError as err:
             self._warn_once("image", f"Skipping an image that cannot be read ({err}); further ones are counted.")
             return None
@@ -298,9 +304,7 @@ def _tokenizer_state_kept(tokenizer):
 def undecoded_images(dataset, image_column: str):
     """The data set with ``image_column`` cast to ``datasets.Image(decode=False)`` when it is an image feature,
     so that decoding (and any failure) happens in [`FrozenCaptionCollator`]."""
-    from datasets import Image as ImageFeature
-
-    from datasets import List
+    from datasets import Image as ImageFeature, List
 
     features = getattr(dataset, "features", None)
     if features is None:
