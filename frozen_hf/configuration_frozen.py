@@ -1,5 +1,7 @@
 """Frozen model configuration."""
 
+import math
+
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig
 from transformers.configuration_utils import PreTrainedConfig
@@ -29,6 +31,14 @@ class FrozenConfig(PreTrainedConfig):
             Config of any causal language model. Defaults to Llama.
         visual_prefix_length (`int`, *optional*, defaults to 2):
             Number `n` of prefix embeddings per image (the paper tried 1, 2 and 4; 2 was best).
+        visual_prefix_rms (`float`, *optional*):
+            When set, each prefix embedding is rescaled to this root mean square over its `D` channels, without a
+            learnt gain. `FrozenForConditionalGeneration.from_language_model(..., visual_prefix_rms="match")` sets
+            it to the mean root mean square of the LM's word embeddings, so that images enter at the scale of words.
+            `None` (the default, the paper's model) leaves the linear map's output as it is.
+        visual_prefix_centered (`bool`, *optional*, defaults to `False`):
+            Subtract the mean prefix: the batch's while training, a running mean of the training batches (a buffer
+            saved with the weights) in eval mode. The prefix then carries only what tells images apart.
         image_token_id (`int`, *optional*, defaults to 49152):
             Id of the image placeholder token. It needs no row in the LM's embedding matrix: placeholder positions are
             overwritten by the visual prefix before the LM sees them.
@@ -83,6 +93,8 @@ class FrozenConfig(PreTrainedConfig):
     vision_config: dict | PreTrainedConfig | None = None
     text_config: dict | PreTrainedConfig | None = None
     visual_prefix_length: int = 2
+    visual_prefix_rms: float | int | None = None
+    visual_prefix_centered: bool = False
     image_token_id: int = 49152
     vision_feature_dim: int | None = None
     freeze_language_model: bool = True
@@ -100,6 +112,9 @@ class FrozenConfig(PreTrainedConfig):
                 setattr(self, key, build_sub_config(getattr(self, key), model_type))
         super().__post_init__(**kwargs)
         check_visual_prefix_length(self.visual_prefix_length)
+        check_visual_prefix_rms(self.visual_prefix_rms)
+        if self.visual_prefix_rms is not None:
+            self.visual_prefix_rms = float(self.visual_prefix_rms)
         if self.vision_feature_dim is None:
             self.vision_feature_dim = infer_vision_feature_dim(self.vision_config)
         # Weight tying reads the top-level config only.
@@ -124,6 +139,18 @@ def check_visual_prefix_length(visual_prefix_length) -> None:
     if isinstance(visual_prefix_length, bool) or not isinstance(visual_prefix_length, int) or visual_prefix_length < 1:
         raise ValueError(
             f"visual_prefix_length must be an int >= 1 (the number of embeddings per image), got {visual_prefix_length!r}."
+        )
+
+
+def check_visual_prefix_rms(visual_prefix_rms) -> None:
+    """Refuses a prefix scale that is not positive and finite (`None`: no rescaling); the strict dataclass has already
+    refused what is not a number."""
+    if visual_prefix_rms is None:
+        return
+    if not math.isfinite(visual_prefix_rms) or visual_prefix_rms <= 0:
+        raise ValueError(
+            "visual_prefix_rms must be a positive number (the root mean square each prefix embedding is rescaled "
+            f"to) or None, got {visual_prefix_rms!r}."
         )
 
 

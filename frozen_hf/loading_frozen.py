@@ -111,7 +111,11 @@ class FrozenLoadingMixin:
             model.lm_head = language_model.get_output_embeddings()
         base.vision_model = AutoModel.from_config(config.vision_config)
         base.visual_prefix = type(base.visual_prefix)(
-            config.vision_feature_dim, config.text_config.hidden_size, config.visual_prefix_length
+            config.vision_feature_dim,
+            config.text_config.hidden_size,
+            config.visual_prefix_length,
+            target_rms=config.visual_prefix_rms,
+            centered=config.visual_prefix_centered,
         )
         model._init_weights(base.visual_prefix)
         if getattr(language_model, "is_quantized", False):
@@ -134,6 +138,8 @@ class FrozenLoadingMixin:
         image_token_id: int | None = None,
         revision: str | None = None,
         quantization_config=None,
+        visual_prefix_rms: float | str | None = None,
+        visual_prefix_centered: bool = False,
         **kwargs,
     ):
         """Builds a Frozen model around a pretrained causal LM (Hub id or local folder) with a fresh vision encoder.
@@ -155,6 +161,9 @@ class FrozenLoadingMixin:
             image_token_id: placeholder id; by default the id the LM's tokenizer gives `<image>` once
                 [`FrozenProcessor.from_language_model`] adds it.
             revision: Hub revision of the language model.
+            visual_prefix_rms: rescale each prefix embedding to this root mean square; `"match"` takes the mean root
+                mean square of the LM's word embeddings. `None` (default) leaves the projection's output unscaled.
+            visual_prefix_centered: subtract the mean prefix of training images (see `FrozenConfig`).
         """
         from transformers import AutoConfig
         from transformers.utils.hub import resolve_revision
@@ -176,10 +185,14 @@ class FrozenLoadingMixin:
             vision_config = AutoConfig.for_model(vision_config.pop("model_type"), **vision_config)
         if not isinstance(vision_config, PreTrainedConfig):
             raise ValueError(f"vision_config must be a transformers config or a dict, got {type(vision_config)}.")
+        if visual_prefix_rms == "match":
+            visual_prefix_rms = word_embedding_rms(language_model)
         config = cls.config_class(
             vision_config=vision_config,
             text_config=language_model.config,
             visual_prefix_length=visual_prefix_length,
+            visual_prefix_rms=visual_prefix_rms,
+            visual_prefix_centered=visual_prefix_centered,
             image_token_id=image_token_id,
             language_model_name_or_path=str(language_model_name_or_path),
             language_model_revision=getattr(revision, "resolved", None) or revision,
@@ -262,6 +275,14 @@ def keep_quantized_weights_as_loaded(language_model) -> None:
     for module in language_model.modules():
         if getattr(module, "support_avx512bf16_for_cpu", False):
             module.support_avx512bf16_for_cpu = False
+
+
+def word_embedding_rms(language_model) -> float:
+    """The root mean square of the LM's input embedding rows, averaged over the vocabulary: the scale at which the
+    LM reads a word."""
+    weight = language_model.get_input_embeddings().weight.detach().float()
+    # Six significant digits keep config.json readable.
+    return float(f"{weight.pow(2).mean(dim=-1).sqrt().mean().item():.6g}")
 
 
 def placeholder_token_id(tokenizer) -> int:

@@ -349,6 +349,82 @@ def test_invalid_visual_prefix_length_in_config():
         FrozenConfig(visual_prefix_length=0)
 
 
+@pytest.mark.parametrize("value", [0, -1.0, float("nan"), float("inf")])
+def test_invalid_visual_prefix_rms_in_config(value):
+    message = (
+        "visual_prefix_rms must be a positive number (the root mean square each prefix embedding is rescaled to) "
+        f"or None, got {value!r}."
+    )
+    with pytest.raises(ValueError) as raised:
+        FrozenConfig(visual_prefix_rms=value)
+    assert message in str(raised.value)
+
+
+def test_visual_prefix_rms_rescales_each_prefix_embedding_and_survives_reloading(processor, tmp_path):
+    model = tiny_model(processor, visual_prefix_rms=0.25)
+    pixel_values = processor.image_processor(random_images(3), return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        prefix = model.get_image_features(pixel_values).pooler_output
+        unscaled = model.model.visual_prefix.linear(
+            model.model.vision_model(pixel_values).pooler_output.flatten(1)
+        ).view_as(prefix)
+    torch.testing.assert_close(prefix.pow(2).mean(-1).sqrt(), torch.full(prefix.shape[:2], 0.25), rtol=1e-3, atol=0)
+    # Rescaling keeps each embedding's direction.
+    torch.testing.assert_close(F.cosine_similarity(prefix, unscaled, dim=-1), torch.ones(prefix.shape[:2]))
+    assert not torch.allclose(unscaled.pow(2).mean(-1).sqrt(), torch.full(prefix.shape[:2], 0.25), rtol=0.1)
+    batch = few_shot_batch(processor)
+    model.save_pretrained(tmp_path)
+    reloaded = FrozenForConditionalGeneration.from_pretrained(tmp_path)
+    assert reloaded.config.visual_prefix_rms == 0.25 and reloaded.model.visual_prefix.target_rms == 0.25
+    with torch.no_grad():
+        assert torch.equal(model(**batch).logits, reloaded(**batch).logits)
+        assert not torch.equal(model(**batch).logits, tiny_model(processor)(**batch).logits)
+
+
+def test_centered_prefix_subtracts_the_batch_mean_in_training_and_the_running_mean_after(processor, tmp_path):
+    model = tiny_model(processor, visual_prefix_centered=True)
+    visual_prefix = model.model.visual_prefix
+    pixel_values = processor.image_processor(random_images(4), return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        model.train()
+        pooled = model.model.vision_model(pixel_values).pooler_output.flatten(1)
+        training_prefix = model.get_image_features(pixel_values).pooler_output
+        uncentered = visual_prefix.linear(pooled)
+    batch_mean = uncentered.mean(0)
+    torch.testing.assert_close(training_prefix.flatten(1), uncentered - batch_mean)
+    torch.testing.assert_close(visual_prefix.running_mean, 0.1 * batch_mean)
+    model.eval()
+    with torch.no_grad():
+        pooled = model.model.vision_model(pixel_values).pooler_output.flatten(1)
+        eval_prefix = model.get_image_features(pixel_values).pooler_output
+        alone = torch.cat([model.get_image_features(pixel_values[i : i + 1]).pooler_output for i in range(4)])
+    torch.testing.assert_close(eval_prefix.flatten(1), visual_prefix.linear(pooled) - 0.1 * batch_mean)
+    torch.testing.assert_close(alone, eval_prefix)
+    batch = few_shot_batch(processor)
+    model.save_pretrained(tmp_path)
+    reloaded = FrozenForConditionalGeneration.from_pretrained(tmp_path)
+    assert torch.equal(reloaded.model.visual_prefix.running_mean, visual_prefix.running_mean)
+    with torch.no_grad():
+        assert torch.equal(model(**batch).logits, reloaded(**batch).logits)
+
+
+def test_from_language_model_matches_the_word_embedding_scale(processor, tmp_path):
+    from transformers import LlamaForCausalLM
+
+    from tests.helpers.tiny import tiny_text_config
+
+    torch.manual_seed(0)
+    language_model = LlamaForCausalLM(tiny_text_config())
+    language_model.save_pretrained(tmp_path)
+    processor.tokenizer.save_pretrained(tmp_path)
+    rows = language_model.get_input_embeddings().weight.detach()
+    expected = torch.stack([row.pow(2).mean().sqrt() for row in rows]).mean().item()
+    model = FrozenForConditionalGeneration.from_language_model(tmp_path, visual_prefix_rms="match")
+    assert model.config.visual_prefix_rms == pytest.approx(expected, rel=1e-5)
+    assert model.model.visual_prefix.target_rms == model.config.visual_prefix_rms
+    assert FrozenForConditionalGeneration.from_language_model(tmp_path).config.visual_prefix_rms is None
+
+
 def test_config_round_trip_keeps_sub_configs(processor, tmp_path):
     config = tiny_config(processor, vision="convnext", text="gpt2", visual_prefix_length=4)
     config.save_pretrained(tmp_path)

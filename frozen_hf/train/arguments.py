@@ -76,6 +76,17 @@ class FrozenModelArguments:
         },
     )
     visual_prefix_length: int = field(default=2, metadata={"help": "n: prefix embeddings per image."})
+    visual_prefix_rms: float | str | None = field(
+        default=None,
+        metadata={
+            "help": "Rescale each prefix embedding to this root mean square, or 'match' for the LM's word-embedding "
+            "scale. Default: unscaled, as in the paper."
+        },
+    )
+    visual_prefix_centered: bool = field(
+        default=False,
+        metadata={"help": "Subtract the mean prefix of training images, so the prefix holds what tells images apart."},
+    )
     image_size: int = field(default=224, metadata={"help": "Side of the (zero-padded, square) model input images."})
     attn_implementation: str | None = field(
         default="sdpa", metadata={"help": "Attention implementation of the LM (sdpa, eager, flash_attention_2)."}
@@ -110,10 +121,20 @@ class FrozenModelArguments:
     )
 
     def __post_init__(self) -> None:
+        if isinstance(self.visual_prefix_rms, str) and self.visual_prefix_rms != "match":
+            try:
+                self.visual_prefix_rms = float(self.visual_prefix_rms)
+            except ValueError:
+                raise TrainingConfigError(
+                    f"visual_prefix_rms must be a positive number or 'match', got {self.visual_prefix_rms!r}."
+                ) from None
         try:
-            # The model config owns the rule for n; asking it here reports a bad n before the output folder
-            # is claimed or any data is loaded.
-            FrozenConfig(visual_prefix_length=self.visual_prefix_length)
+            # The model config owns the rules for n and the prefix scale; asking it here reports a bad value before the
+            # output folder is claimed or any data is loaded.
+            FrozenConfig(
+                visual_prefix_length=self.visual_prefix_length,
+                visual_prefix_rms=None if self.visual_prefix_rms == "match" else self.visual_prefix_rms,
+            )
         except ValueError as err:
             raise TrainingConfigError(str(err)) from err
         if self.image_size < 16:

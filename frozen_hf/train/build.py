@@ -149,6 +149,8 @@ def build_model_and_processor(model_args: FrozenModelArguments) -> BuiltModel:
         lm_path,
         vision_config=_vision_config(model_args),
         visual_prefix_length=model_args.visual_prefix_length,
+        visual_prefix_rms=model_args.visual_prefix_rms,
+        visual_prefix_centered=model_args.visual_prefix_centered,
         revision=model_args.language_model_revision,
         quantization_config=quantization_config_from_spec(model_args.quantization_config),
         **load_kwargs,

@@ -173,6 +173,23 @@ def test_visual_prefix_length_checked_by_the_model_config(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("large", "visual_prefix_rms must be a positive number or 'match', got 'large'."),
+        ("-2", "visual_prefix_rms must be a positive number (the root mean square each prefix embedding is rescaled to) or None, got -2.0."),
+    ],
+)
+def test_visual_prefix_rms_checked_before_training(tmp_path, value, message):
+    config = write_yaml(tmp_path / "c.yaml", {"output_dir": str(tmp_path / "o")})
+    with pytest.raises(TrainingConfigError) as raised:
+        parse_arguments(config, ["--visual_prefix_rms", value])
+    assert str(raised.value) == message
+    assert not (tmp_path / "o").exists()
+    assert parse_arguments(config, ["--visual_prefix_rms", "match"])[0].visual_prefix_rms == "match"
+    assert parse_arguments(config, ["--visual_prefix_rms", "0.5"])[0].visual_prefix_rms == 0.5
+
+
 # --------------------------------------------------------------------------- data checks
 
 
