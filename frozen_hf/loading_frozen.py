@@ -110,13 +110,7 @@ class FrozenLoadingMixin:
         if has_head:
             model.lm_head = language_model.get_output_embeddings()
         base.vision_model = AutoModel.from_config(config.vision_config)
-        base.visual_prefix = type(base.visual_prefix)(
-            config.vision_feature_dim,
-            config.text_config.hidden_size,
-            config.visual_prefix_length,
-            target_rms=config.visual_prefix_rms,
-            centered=config.visual_prefix_centered,
-        )
+        base.visual_prefix = type(base.visual_prefix).from_config(config)
         model._init_weights(base.visual_prefix)
         if getattr(language_model, "is_quantized", False):
             keep_quantized_weights_as_loaded(language_model)

@@ -109,6 +109,17 @@ class FrozenVisualPrefix(nn.Module):
         if centered:
             self.register_buffer("running_mean", torch.zeros(visual_prefix_length * hidden_size))
 
+    @classmethod
+    def from_config(cls, config: FrozenConfig) -> FrozenVisualPrefix:
+        """The projection a `FrozenConfig` describes (its `vision_feature_dim` already known)."""
+        return cls(
+            config.vision_feature_dim,
+            config.text_config.hidden_size,
+            config.visual_prefix_length,
+            target_rms=config.visual_prefix_rms,
+            centered=config.visual_prefix_centered,
+        )
+
     def forward(self, pooled_features: torch.Tensor) -> torch.Tensor:
         """`(num_images, d_vision)` -> `(num_images, n, D)`."""
         prefix = self.linear(pooled_features)
@@ -242,13 +253,7 @@ class FrozenModel(FrozenPreTrainedModel):
         self.vision_model = AutoModel.from_config(config.vision_config)
         vision_feature_dim = config.vision_feature_dim or _read_vision_feature_dim(self.vision_model)
         config.vision_feature_dim = vision_feature_dim
-        self.visual_prefix = FrozenVisualPrefix(
-            vision_feature_dim,
-            config.text_config.hidden_size,
-            config.visual_prefix_length,
-            target_rms=config.visual_prefix_rms,
-            centered=config.visual_prefix_centered,
-        )
+        self.visual_prefix = FrozenVisualPrefix.from_config(config)
         self.language_model = AutoModel.from_config(config.text_config)
         make_placeholder_safe(self.language_model.get_input_embeddings(), config.image_token_id)
         self.post_init()
