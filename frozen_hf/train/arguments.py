@@ -320,10 +320,20 @@ class FrozenTrainingArguments(TrainingArguments):
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Replace an earlier Frozen run in output_dir (never other folders)."}
     )
+    word_anchor_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the word anchor added to the captioning loss: the last embedding of each visual prefix "
+            "is pulled to the LM's input embedding of the word after the image (frozen_hf.train.objectives). "
+            "0 trains with captioning alone, as in the paper."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.nonfinite_loss not in ("stop", "skip"):
             raise TrainingConfigError(f"nonfinite_loss must be 'stop' or 'skip', got {self.nonfinite_loss!r}.")
+        if not (isinstance(self.word_anchor_weight, (int, float)) and 0 <= self.word_anchor_weight < float("inf")):
+            raise TrainingConfigError(f"word_anchor_weight must be a number >= 0, got {self.word_anchor_weight!r}.")
         if self.output_dir is None:
             raise TrainingConfigError("output_dir is required: set it in the config or pass --output_dir.")
         if self.early_stopping_patience is not None:

@@ -17,6 +17,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..data.collator import COUNTER_KEYS, pop_counters
 from ..processing_frozen import IGNORE_INDEX
+from .objectives import next_word_anchor_loss
 from .checkpoints import (
     TRAINED_PREFIXES,
     check_checkpoint_weights,
@@ -108,6 +109,7 @@ class FrozenTrainer(Trainer):
         self._nonfinite_loss_seen = False
         self._buffers_before_step = None
         self._pending_counts = {key: 0 for key in COUNTER_KEYS}
+        self._anchor_losses: list[float] = []
         self.counters = {"skipped_images": 0, "skipped_captions": 0, "skipped_steps": 0}
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
@@ -154,6 +156,10 @@ class FrozenTrainer(Trainer):
         # Training-loss entries are logged on every process, so the counters' collective can run here.
         if "loss" in logs or "train_loss" in logs:
             logs = {**logs, **self.sync_counters()}
+        if "loss" in logs and self._anchor_losses:
+            # This process's mean over the logging window: the anchor is a diagnostic, not what the steps minimise.
+            logs["word_anchor_loss"] = sum(self._anchor_losses) / len(self._anchor_losses)
+            self._anchor_losses.clear()
         super().log(logs, *args, **kwargs)
 
     # -- steps
@@ -182,7 +188,26 @@ class FrozenTrainer(Trainer):
         if labels is not None and not return_outputs:
             # Only the loss is used here: the model runs its LM head at caption tokens only.
             inputs = {**inputs, "return_logits": False}
-        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        anchored = (
+            model.training and labels is not None and self.args.word_anchor_weight > 0
+            and inputs.get("pixel_values") is not None
+        )
+        if not anchored:
+            return super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        unwrapped = self.accelerator.unwrap_model(model)
+        anchor = next_word_anchor_loss(
+            outputs.image_outputs.pooler_output,
+            inputs["input_ids"],
+            labels,
+            unwrapped.config.image_token_id,
+            unwrapped.get_input_embeddings(),
+        )
+        self._anchor_losses.append(float(anchor.detach()))
+        loss = loss + self.args.word_anchor_weight * anchor.to(loss.dtype)
+        return (loss, outputs) if return_outputs else loss
 
     def evaluation_loop(
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"

@@ -597,3 +597,19 @@ def test_training_episode_with_markers_out_of_step_is_refused():
     row = {"image": None, "caption": "<image>: lorp\n<image>: lorp", EPISODE_IMAGES_COLUMN: [synthetic_image(0)]}
     with pytest.raises(ValueError, match="holds 2 <image> markers for 1 images in 'episode_images'"):
         FrozenCaptionCollator(tiny_processor())([row])
+
+
+@pytest.mark.parametrize("weight", [-1.0, float("inf"), float("nan")])
+def test_word_anchor_weight_checked(tmp_path, weight):
+    config = write_yaml(tmp_path / "c.yaml", {"output_dir": str(tmp_path / "o"), "word_anchor_weight": weight})
+    with pytest.raises(TrainingConfigError, match=r"word_anchor_weight must be a number >= 0, got"):
+        parse_arguments(config)
+
+
+def test_word_anchor_trains_the_last_prefix_slot_toward_the_next_word(assets, tmp_path):
+    result = _run(assets, tmp_path, max_steps=8, save_steps=8, word_anchor_weight=1.0, lr_scheduler_type="constant")
+    _assert_lm_equal(result.output_dir, assets["lm"], expect_equal=True)
+    history = json.loads((Path(result.output_dir) / "training_log.json").read_text())["log_history"]
+    anchors = [entry["word_anchor_loss"] for entry in history if "word_anchor_loss" in entry]
+    assert len(anchors) == 8
+    assert anchors[-1] < anchors[0]
