@@ -274,9 +274,14 @@ def keep_quantized_weights_as_loaded(language_model) -> None:
 def word_embedding_rms(language_model) -> float:
     """The root mean square of the LM's input embedding rows, averaged over the vocabulary: the scale at which the
     LM reads a word."""
-    weight = language_model.get_input_embeddings().weight.detach().float()
+    embeddings = language_model.get_input_embeddings()
+    weight = embeddings.weight.detach().float()
+    # What the LM reads is the embedding module's output: some LMs (Gemma) scale the rows in its forward.
+    sample = torch.arange(min(8, weight.shape[0]), device=weight.device)
+    with torch.no_grad():
+        scale = embeddings(sample).float().norm() / weight[sample].norm().clamp_min(1e-12)
     # Six significant digits keep config.json readable.
-    return float(f"{weight.pow(2).mean(dim=-1).sqrt().mean().item():.6g}")
+    return float(f"{(weight.pow(2).mean(dim=-1).sqrt().mean() * scale).item():.6g}")
 
 
 def placeholder_token_id(tokenizer) -> int:

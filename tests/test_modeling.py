@@ -425,6 +425,20 @@ def test_from_language_model_matches_the_word_embedding_scale(processor, tmp_pat
     assert FrozenForConditionalGeneration.from_language_model(tmp_path).config.visual_prefix_rms is None
 
 
+def test_word_embedding_scale_of_an_lm_that_scales_its_embeddings():
+    from transformers import Gemma3ForCausalLM
+
+    from frozen_hf.loading_frozen import word_embedding_rms
+    from tests.helpers.tiny import tiny_text_config
+
+    torch.manual_seed(0)
+    language_model = Gemma3ForCausalLM(tiny_text_config("gemma3"))
+    rows = language_model.get_input_embeddings().weight.detach()
+    # Gemma multiplies every row by sqrt(hidden_size) in its embedding's forward; that is the scale the LM reads.
+    expected = torch.stack([row.pow(2).mean().sqrt() for row in rows]).mean().item() * 32**0.5
+    assert word_embedding_rms(language_model) == pytest.approx(expected, rel=1e-4)
+
+
 def test_config_round_trip_keeps_sub_configs(processor, tmp_path):
     config = tiny_config(processor, vision="convnext", text="gpt2", visual_prefix_length=4)
     config.save_pretrained(tmp_path)

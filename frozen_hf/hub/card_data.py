@@ -142,8 +142,10 @@ def read_training_log(output_dir: str | os.PathLike) -> tuple[Path | None, dict[
 # The settings a reader of the card wants from a training log, in this order (others are left out when present).
 RECIPE_KEYS = (
     "language_model", "language_model_revision", "vision_config.model_type", "vision_model_name_or_path",
-    "freeze_vision_backbone", "visual_prefix_length", "image_size", "lora", "reinit_language_model",
-    "dataset", "dataset_config", "train_split", "max_train_samples", "shapes_num_train", "caption_template",
+    "freeze_vision_backbone", "visual_prefix_length", "visual_prefix_rms", "visual_prefix_centered",
+    "word_anchor_weight", "image_size", "lora", "reinit_language_model",
+    "dataset", "dataset_config", "train_split", "max_train_samples", "shapes_num_train", "shapes_caption_style",
+    "shapes_binding_episodes", "caption_template",
     "train_blind", "max_steps", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps",
     "learning_rate", "lr_scheduler_type", "warmup_steps", "warmup_ratio", "optim", "adam_beta1", "adam_beta2",
     "weight_decay", "max_grad_norm", "bf16", "fp16", "activation_checkpointing", "seed",
