@@ -110,6 +110,15 @@ class FrozenTrainer(Trainer):
         self._buffers_before_step = None
         self._pending_counts = {key: 0 for key in COUNTER_KEYS}
         self._anchor_losses: list[float] = []
+        self._prefix_features = None
+        if self.args.word_anchor_weight > 0:
+            prefix = self.accelerator.unwrap_model(self.model).model.visual_prefix
+            if getattr(prefix, "centered", False):
+                raise TrainingConfigError(
+                    "word_anchor_weight needs visual_prefix_centered off: the anchor projects the features a second "
+                    "time, which would move the running mean of a centred prefix twice a step."
+                )
+            prefix.register_forward_hook(self._keep_prefix_features)
         self.counters = {"skipped_images": 0, "skipped_captions": 0, "skipped_steps": 0}
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
@@ -174,6 +183,9 @@ class FrozenTrainer(Trainer):
             self._nonfinite_loss_seen = True
         return loss
 
+    def _keep_prefix_features(self, module, args, output) -> None:
+        self._prefix_features = args[0]
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # Training and evaluation batches both pass here: the collator's counters leave the batch before the model.
         for key, value in pop_counters(inputs).items():
@@ -198,8 +210,11 @@ class FrozenTrainer(Trainer):
             )
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         unwrapped = self.accelerator.unwrap_model(model)
+        # The anchor trains the projection only: from features the encoder computed for captioning, cut from its
+        # graph. Pulled by the anchor too, the encoder keeps what names the object and drops the rest (colour fell
+        # to chance in a linear probe of its features, and with it the captions).
         anchor = next_word_anchor_loss(
-            outputs.image_outputs.pooler_output,
+            unwrapped.model.visual_prefix(self._prefix_features.detach()),
             inputs["input_ids"],
             labels,
             unwrapped.config.image_token_id,

@@ -606,10 +606,28 @@ def test_word_anchor_weight_checked(tmp_path, weight):
         parse_arguments(config)
 
 
-def test_word_anchor_trains_the_last_prefix_slot_toward_the_next_word(assets, tmp_path):
+def test_word_anchor_logged_and_falling_with_the_lm_unchanged(assets, tmp_path):
     result = _run(assets, tmp_path, max_steps=8, save_steps=8, word_anchor_weight=1.0, lr_scheduler_type="constant")
     _assert_lm_equal(result.output_dir, assets["lm"], expect_equal=True)
     history = json.loads((Path(result.output_dir) / "training_log.json").read_text())["log_history"]
     anchors = [entry["word_anchor_loss"] for entry in history if "word_anchor_loss" in entry]
     assert len(anchors) == 8
     assert anchors[-1] < anchors[0]
+
+
+def test_word_anchor_trains_the_projection_only(assets, tmp_path):
+    # One step without gradient clipping, so that the clipping scale (which the anchor's gradients change) does not
+    # reach the encoder: its update then depends on its gradient alone, which captioning gives in both runs.
+    common = dict(max_steps=1, save_steps=1, max_grad_norm=0.0)
+    plain = FrozenForConditionalGeneration.from_pretrained(_run(assets, tmp_path, "plain", **common).output_dir)
+    anchored = FrozenForConditionalGeneration.from_pretrained(
+        _run(assets, tmp_path, "anchored", word_anchor_weight=2.0, **common).output_dir
+    )
+    encoder, anchored_encoder = plain.model.vision_model.state_dict(), anchored.model.vision_model.state_dict()
+    assert all(torch.equal(encoder[key], anchored_encoder[key]) for key in encoder)
+    assert not torch.equal(plain.model.visual_prefix.linear.weight, anchored.model.visual_prefix.linear.weight)
+
+
+def test_word_anchor_refuses_a_centred_prefix(assets, tmp_path):
+    with pytest.raises(TrainingConfigError, match="word_anchor_weight needs visual_prefix_centered off"):
+        _run(assets, tmp_path, max_steps=1, word_anchor_weight=1.0, visual_prefix_centered=True)
