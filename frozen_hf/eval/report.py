@@ -159,25 +159,33 @@ def target_checks(records: Sequence[EvalRecord], label: str | None = None) -> li
             check("Shapes VQA 0-shot >= 40 and >= blind + 25" + at, f"{vqa.accuracy:.1f} vs blind {blind.accuracy:.1f}",
                   vqa.accuracy >= 40 and vqa.accuracy - blind.accuracy >= 25)
         cells = {"2-way 1-shot": (2, 1, 70), "5-way 1-shot": (5, 1, 45), "5-way 3-shot": (5, 3, 65)}
-        for name, (ways, inner, floor) in cells.items():
-            cell = dict(ways=ways, inner_shots=inner, repeats=1, categories="seen")
-            frozen = find("frozen", "shapes_open_ended", layout, **cell)
-            if frozen:
-                check(f"Shapes open-ended {name} >= {floor}" + at, frozen.interval_text(), frozen.accuracy >= floor)
-                oracle = (find("text_oracle_category", "shapes_open_ended", layout, **cell)
-                          or find("text_oracle", "shapes_open_ended", layout, **cell))
-                if oracle:
-                    check(f"Shapes open-ended {name} >= 0.8 x {oracle.row}" + at,
-                          f"{frozen.accuracy:.1f} vs {oracle.accuracy:.1f}", frozen.accuracy >= 0.8 * oracle.accuracy)
-            blind = find("blind", "shapes_open_ended", layout, **cell)
-            if blind and blind.chance is not None:
-                check(f"Shapes open-ended {name} blind within 8 of chance" + at,
-                      f"{blind.accuracy:.1f} vs chance {blind.chance:.1f}", abs(blind.accuracy - blind.chance) <= 8)
-        one, three = (find("frozen", "shapes_open_ended", layout, ways=5, inner_shots=k, repeats=1, categories="seen")
-                      for k in (1, 3))
-        if one and three:
-            check("Shapes open-ended 5-way: 3-shot above 1-shot, intervals apart" + at,
-                  f"{three.interval_text()} vs {one.interval_text()}", three.ci_low > one.ci_high)
+        # With and without the task-induction preamble, each on its own: either may be the better one for an LM.
+        for task_induction in (True, False):
+            where = at if task_induction else f" ({layout} layout, no task induction)"
+            for name, (ways, inner, floor) in cells.items():
+                cell = dict(ways=ways, inner_shots=inner, repeats=1, categories="seen", task_induction=task_induction)
+                frozen = find("frozen", "shapes_open_ended", layout, **cell)
+                if frozen:
+                    check(f"Shapes open-ended {name} >= {floor}" + where, frozen.interval_text(),
+                          frozen.accuracy >= floor)
+                    oracle = (find("text_oracle_category", "shapes_open_ended", layout, **cell)
+                              or find("text_oracle", "shapes_open_ended", layout, **cell))
+                    if oracle:
+                        check(f"Shapes open-ended {name} >= 0.8 x {oracle.row}" + where,
+                              f"{frozen.accuracy:.1f} vs {oracle.accuracy:.1f}",
+                              frozen.accuracy >= 0.8 * oracle.accuracy)
+                blind = find("blind", "shapes_open_ended", layout, **cell)
+                if blind and blind.chance is not None:
+                    check(f"Shapes open-ended {name} blind within 8 of chance" + where,
+                          f"{blind.accuracy:.1f} vs chance {blind.chance:.1f}", abs(blind.accuracy - blind.chance) <= 8)
+            one, three = (
+                find("frozen", "shapes_open_ended", layout, ways=5, inner_shots=k, repeats=1, categories="seen",
+                     task_induction=task_induction)
+                for k in (1, 3)
+            )
+            if one and three:
+                check("Shapes open-ended 5-way: 3-shot above 1-shot, intervals apart" + where,
+                      f"{three.interval_text()} vs {one.interval_text()}", three.ci_low > one.ci_high)
         real = find("frozen", "shapes_real_name", layout, ways=5, inner_shots=1, repeats=1, categories="seen")
         if real:
             check("Shapes real-name 5-way 1-shot >= 90" + at, real.interval_text(), real.accuracy >= 90)

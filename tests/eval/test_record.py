@@ -106,3 +106,19 @@ def test_five_way_gain_needs_intervals_apart():
     apart = {c["target"]: c["met"] for c in target_checks([five(1, 45), five(3, 70)])}
     close = {c["target"]: c["met"] for c in target_checks([five(1, 45), five(3, 55)])}
     assert apart[target] is True and close[target] is False
+
+
+def test_targets_with_and_without_task_induction_are_checked_apart():
+    # The no-induction records come first, so a finder that ignored the setting would check them twice.
+    records = [
+        record(layout="compact", task_induction=False, successes=20),
+        record(layout="compact", task_induction=False, variant="text_oracle_category", successes=60),
+        record(layout="compact", successes=75),
+        record(layout="compact", variant="text_oracle_category", successes=50),
+    ]
+    checks = {c["target"]: (c["met"], c["measured"]) for c in target_checks(records)}
+    assert checks["Shapes open-ended 2-way 1-shot >= 70 (compact layout)"] == (True, "75.0 [65.7, 82.5] (n=100)")
+    assert checks["Shapes open-ended 2-way 1-shot >= 70 (compact layout, no task induction)"][0] is False
+    oracle = "Shapes open-ended 2-way 1-shot >= 0.8 x Text oracle, category only (LM) (compact layout{})"
+    assert checks[oracle.format("")] == (True, "75.0 vs 50.0")
+    assert checks[oracle.format(", no task induction")] == (False, "20.0 vs 60.0")
