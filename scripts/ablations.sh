@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The ablation table on Shapes with the embedded default (SmolLM2-135M frozen, small ResNet from scratch):
 #   Frozen (n=4, the config's) | Frozen, blind at test time | train-blind | LoRA-finetuned LM | prefix length n=1 | n=2
+#   | captioning only (the paper's objective: no word anchor)
 # Each variant is trained with the training program's options, then evaluated with the same "ablation" suite;
 # all rows go into one report: outputs/ablations/report/report.md (+ report.json, plots).
 #
-#   bash scripts/ablations.sh                  # trains 5 models (about 10 minutes each on 2 CPU cores) + eval
+#   bash scripts/ablations.sh                  # trains 6 models (about 10 minutes each on 2 CPU cores) + eval
 #   EVAL_SCALE=0.5 bash scripts/ablations.sh   # fewer evaluation episodes
 #   BASE_MODEL=outputs/shapes-smollm2 bash scripts/ablations.sh   # reuse the demo's model as the Frozen row
 #   JOBS=2 bash scripts/ablations.sh           # train two variants at a time, one thread each
@@ -62,6 +63,7 @@ queue "$OUT/train-blind" --train_blind true
 queue "$OUT/lora" --lora true
 queue "$OUT/n1" --visual_prefix_length 1
 queue "$OUT/n2" --visual_prefix_length 2
+queue "$OUT/captioning-only" --word_anchor_weight 0
 wait_all
 export OMP_NUM_THREADS=${EVAL_THREADS:-2}
 
@@ -71,5 +73,6 @@ evaluate "$OUT/train-blind" "Frozen, train-blind" frozen
 evaluate "$OUT/lora" "Frozen, LoRA-finetuned LM" frozen
 evaluate "$OUT/n1" "Frozen, n=1" frozen
 evaluate "$OUT/n2" "Frozen, n=2" frozen
+evaluate "$OUT/captioning-only" "Frozen, captioning only (no word anchor)" frozen
 python -m frozen_hf.eval.report "$REPORT" --title "Ablations on Shapes (SmolLM2-135M)"
 echo "ablations: $(( $(date +%s) - start ))s; report: $REPORT/report.md"

@@ -328,12 +328,23 @@ class FrozenTrainingArguments(TrainingArguments):
             "0 trains with captioning alone, as in the paper."
         },
     )
+    word_anchor_encoder_scale: float = field(
+        default=1.0,
+        metadata={
+            "help": "The share of the word anchor's gradient that reaches the vision encoder (0 to 1); the projection "
+            "always gets all of it."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.nonfinite_loss not in ("stop", "skip"):
             raise TrainingConfigError(f"nonfinite_loss must be 'stop' or 'skip', got {self.nonfinite_loss!r}.")
         if not (isinstance(self.word_anchor_weight, (int, float)) and 0 <= self.word_anchor_weight < float("inf")):
             raise TrainingConfigError(f"word_anchor_weight must be a number >= 0, got {self.word_anchor_weight!r}.")
+        if not (isinstance(self.word_anchor_encoder_scale, (int, float)) and 0 <= self.word_anchor_encoder_scale <= 1):
+            raise TrainingConfigError(
+                f"word_anchor_encoder_scale must be a number from 0 to 1, got {self.word_anchor_encoder_scale!r}."
+            )
         if self.output_dir is None:
             raise TrainingConfigError("output_dir is required: set it in the config or pass --output_dir.")
         if self.early_stopping_patience is not None:

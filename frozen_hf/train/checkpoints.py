@@ -79,7 +79,7 @@ RUN_DEFINING_TRAINING_FIELDS = (
     "optim_target_modules", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm",
     # the loss and the numbers it is computed in
     "label_smoothing_factor", "average_tokens_across_devices", "neftune_noise_alpha", "label_names", "bf16", "fp16",
-    "tf32", "word_anchor_weight",
+    "tf32", "word_anchor_weight", "word_anchor_encoder_scale",
     # evaluation that decides which weights are kept
     "eval_strategy", "eval_steps", "eval_delay", "load_best_model_at_end", "metric_for_best_model",
     "greater_is_better",

@@ -6,6 +6,9 @@ shape-first captions: ``"<image> star, large, red, on the left."``) that word is
 prefix slot comes to read like the name while the earlier slots carry the rest of the caption. A frozen LM binds a
 new name to a repeated word in context (``"star: dax ... star:"``); it does not bind it to a captioning prefix,
 whose embeddings for different images differ only by small offsets of one shared vector.
+
+`FrozenTrainer` adds ``word_anchor_weight`` times this loss to the captioning loss; ``word_anchor_encoder_scale`` sets
+the share of its gradient that reaches the vision encoder (the projection always gets all of it).
 """
 
 from __future__ import annotations

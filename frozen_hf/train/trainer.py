@@ -210,11 +210,13 @@ class FrozenTrainer(Trainer):
             )
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         unwrapped = self.accelerator.unwrap_model(model)
-        # The anchor trains the projection only: from features the encoder computed for captioning, cut from its
-        # graph. Pulled by the anchor too, the encoder keeps what names the object and drops the rest (colour fell
-        # to chance in a linear probe of its features, and with it the captions).
+        # The projection gets the anchor's whole gradient, the encoder `word_anchor_encoder_scale` of it: pulled
+        # hard, the encoder keeps what names the object and drops the rest (colour fell to chance in a linear probe of
+        # its features at weight 3); cut off entirely, neither the anchor nor the captions were learnt.
+        features = self._prefix_features
+        features = features.detach().lerp(features, self.args.word_anchor_encoder_scale)
         anchor = next_word_anchor_loss(
-            unwrapped.model.visual_prefix(self._prefix_features.detach()),
+            unwrapped.model.visual_prefix(features),
             inputs["input_ids"],
             labels,
             unwrapped.config.image_token_id,

@@ -615,17 +615,29 @@ def test_word_anchor_logged_and_falling_with_the_lm_unchanged(assets, tmp_path):
     assert anchors[-1] < anchors[0]
 
 
-def test_word_anchor_trains_the_projection_only(assets, tmp_path):
+def test_word_anchor_reaches_the_encoder_by_its_scale(assets, tmp_path):
     # One step without gradient clipping, so that the clipping scale (which the anchor's gradients change) does not
-    # reach the encoder: its update then depends on its gradient alone, which captioning gives in both runs.
+    # reach the encoder: its update then depends on its own gradient alone.
     common = dict(max_steps=1, save_steps=1, max_grad_norm=0.0)
-    plain = FrozenForConditionalGeneration.from_pretrained(_run(assets, tmp_path, "plain", **common).output_dir)
-    anchored = FrozenForConditionalGeneration.from_pretrained(
-        _run(assets, tmp_path, "anchored", word_anchor_weight=2.0, **common).output_dir
-    )
-    encoder, anchored_encoder = plain.model.vision_model.state_dict(), anchored.model.vision_model.state_dict()
-    assert all(torch.equal(encoder[key], anchored_encoder[key]) for key in encoder)
-    assert not torch.equal(plain.model.visual_prefix.linear.weight, anchored.model.visual_prefix.linear.weight)
+
+    def trained(name, **options):
+        return FrozenForConditionalGeneration.from_pretrained(_run(assets, tmp_path, name, **common, **options).output_dir)
+
+    plain = trained("plain")
+    cut_off = trained("cut-off", word_anchor_weight=2.0, word_anchor_encoder_scale=0.0)
+    whole = trained("whole", word_anchor_weight=2.0)
+    encoder = plain.model.vision_model.state_dict()
+    # At scale 0 captioning alone trains the encoder; the projection still learns the anchor.
+    assert all(torch.equal(encoder[key], value) for key, value in cut_off.model.vision_model.state_dict().items())
+    assert not torch.equal(plain.model.visual_prefix.linear.weight, cut_off.model.visual_prefix.linear.weight)
+    assert not all(torch.equal(encoder[key], value) for key, value in whole.model.vision_model.state_dict().items())
+
+
+@pytest.mark.parametrize("scale", [-0.5, 1.5])
+def test_word_anchor_encoder_scale_checked(tmp_path, scale):
+    config = write_yaml(tmp_path / "c.yaml", {"output_dir": str(tmp_path / "o"), "word_anchor_encoder_scale": scale})
+    with pytest.raises(TrainingConfigError, match=r"word_anchor_encoder_scale must be a number from 0 to 1, got"):
+        parse_arguments(config)
 
 
 def test_word_anchor_refuses_a_centred_prefix(assets, tmp_path):
