@@ -207,6 +207,7 @@ def build_model_card(
         image_size=image_size(output_dir),
         loss_curve=assets.loss_curve[0] if assets.loss_curve else None,
         recipe=recipe(assets.training_log),
+        word_anchor_weight=dict(recipe(assets.training_log)).get("word_anchor_weight"),
         results=[
             {"row": r.row, "task": r.task, "dataset": r.dataset_name, "settings": r.settings or "-", "metric": r.metric,
              "value": " ".join(filter(None, [format_value(r.value), r.interval]))}

