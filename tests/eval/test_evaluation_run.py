@@ -129,16 +129,19 @@ def test_demo_suite_writes_every_row_and_column(model_dir, tmp_path):
     assert [r["variant"] for r in tables["shapes_captions", "paper"]["rows"]] == ["frozen", "blind"]
     compact = tables["shapes_open_ended", "compact"]
     assert [r["variant"] for r in compact["rows"]] == list(VARIANTS)
-    assert compact["columns"] == ["2-way 1-shot", "5-way 1-shot", "5-way 3-shot", "5-way 1-shot novel"]
+    assert compact["columns"] == ["2-way 1-shot", "5-way 1-shot", "5-way 3-shot", "2-way 1-shot no-TI",
+                                  "5-way 1-shot no-TI", "5-way 3-shot no-TI", "5-way 1-shot novel"]
     assert compact["chance"] == {"2-way 1-shot": 50.0, "5-way 1-shot": 20.0, "5-way 3-shot": 20.0,
+                                 "2-way 1-shot no-TI": 50.0, "5-way 1-shot no-TI": 20.0, "5-way 3-shot no-TI": 20.0,
                                  "5-way 1-shot novel": 20.0}
     paper = tables["shapes_open_ended", "paper"]
     assert [r["variant"] for r in paper["rows"]] == ["frozen", "blind", "text_oracle_category"]
     assert all(set(r["cells"]) == set(paper["columns"]) for r in paper["rows"])
     checks = [c["target"] for c in report["checks"]]
-    for layout in ("paper", "compact"):
-        assert f"Shapes open-ended 5-way: 3-shot above 1-shot, intervals apart ({layout} layout)" in checks
-        assert f"Shapes open-ended 5-way 1-shot >= 0.8 x Text oracle, category only (LM) ({layout} layout)" in checks
+    for layout in ("paper", "compact", "compact layout, no task induction"):
+        layout = layout if " " in layout else f"{layout} layout"
+        assert f"Shapes open-ended 5-way: 3-shot above 1-shot, intervals apart ({layout})" in checks
+        assert f"Shapes open-ended 5-way 1-shot >= 0.8 x Text oracle, category only (LM) ({layout})" in checks
     assert "Shapes real-name 5-way 1-shot >= 90 (compact layout)" in checks
     assert "Shapes fast VQA 2-way 1-shot >= blind + 15 (compact layout)" in checks
     assert (out / "plot_shapes_open_ended.png").is_file()
