@@ -190,6 +190,7 @@ def build_model_card(
     )
     if template_path is None:
         template_path = default_template_path()
+    training_recipe = recipe(assets.training_log)
     card = ModelCard.from_template(
         card_data,
         template_path=str(template_path),
@@ -206,8 +207,8 @@ def build_model_card(
         datasets=datasets,
         image_size=image_size(output_dir),
         loss_curve=assets.loss_curve[0] if assets.loss_curve else None,
-        recipe=recipe(assets.training_log),
-        word_anchor_weight=dict(recipe(assets.training_log)).get("word_anchor_weight"),
+        recipe=training_recipe,
+        word_anchor_weight=dict(training_recipe).get("word_anchor_weight"),
         results=[
             {"row": r.row, "task": r.task, "dataset": r.dataset_name, "settings": r.settings or "-", "metric": r.metric,
              "value": " ".join(filter(None, [format_value(r.value), r.interval]))}
