@@ -117,9 +117,14 @@ def open_tab(page, name: str) -> None:
 
 def upload(page, elem_id: str, paths) -> None:
     page.locator(f"#{elem_id} input[type=file]").set_input_files(paths)
-    # The upload finishes when the component lists the file; clicking earlier would send no file.
-    for path in paths if isinstance(paths, list) else [paths]:
-        page.locator(f"#{elem_id}").get_by_text(Path(path).stem, exact=False).first.wait_for()
+    # The upload has finished when the component lists every file and no longer says "Uploading": it shows the names
+    # under "Uploading 1 file..." before the server has them, and a click then can run on the wrong inputs.
+    stems = [Path(path).stem for path in (paths if isinstance(paths, list) else [paths])]
+    page.wait_for_function(
+        "([id, stems]) => { const t = document.querySelector(id).innerText;"
+        " return !t.includes('Uploading') && stems.every(s => t.includes(s)); }",
+        arg=[f"#{elem_id}", stems], timeout=ANSWER_TIMEOUT_MS,
+    )
 
 
 def fill(page, elem_id: str, text) -> None:
