@@ -138,8 +138,7 @@ def test_demo_suite_writes_every_row_and_column(model_dir, tmp_path):
     assert [r["variant"] for r in paper["rows"]] == ["frozen", "blind", "text_oracle_category"]
     assert all(set(r["cells"]) == set(paper["columns"]) for r in paper["rows"])
     checks = [c["target"] for c in report["checks"]]
-    for layout in ("paper", "compact", "compact layout, no task induction"):
-        layout = layout if " " in layout else f"{layout} layout"
+    for layout in ("paper layout", "compact layout", "compact layout, no task induction"):
         assert f"Shapes open-ended 5-way: 3-shot above 1-shot, intervals apart ({layout})" in checks
         assert f"Shapes open-ended 5-way 1-shot >= 0.8 x Text oracle, category only (LM) ({layout})" in checks
     assert "Shapes real-name 5-way 1-shot >= 90 (compact layout)" in checks
